@@ -1,0 +1,226 @@
+// autograd.cpp: recording nodes, and the backward pass that walks them.
+#include "engine/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/ops.h"
+
+namespace mg {
+
+// ---- recording on/off ------------------------------------------------------------------------
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+
+bool any_requires_grad(std::initializer_list<Tensor> inputs) {
+    if (!g_grad_enabled) return false;
+    for (const Tensor& t : inputs)
+        if (t.defined() && t.requires_grad()) return true;
+    return false;
+}
+
+// ---- nodes -------------------------------------------------------------------------------------
+Node::~Node() {
+    // Destroying the last reference to a node destroys its inputs' nodes, and theirs... Done
+    // naively that recursion is as deep as the graph. Instead, steal the children that would die
+    // with us onto an explicit stack and let them die one at a time, children first stolen.
+    std::vector<std::shared_ptr<Node>> stack;
+    auto steal = [&stack](std::vector<std::shared_ptr<Node>>& children) {
+        for (auto& child : children)
+            if (child && child.use_count() == 1) stack.push_back(std::move(child));
+    };
+    steal(next);
+    backward = nullptr;  // saved tensors are detached, so this cannot recurse
+    while (!stack.empty()) {
+        std::shared_ptr<Node> node = std::move(stack.back());
+        stack.pop_back();
+        steal(node->next);
+        node->backward = nullptr;
+    }  // `node` dies here with no children left to recurse into
+}
+
+namespace {
+// The node that adds gradients into a leaf's .grad; made on first use, owned by the leaf.
+std::shared_ptr<Node> accumulator_of(const Tensor& leaf) {
+    TensorImpl& impl = leaf.impl();
+    if (!impl.grad_accumulator) {
+        auto node = std::make_shared<Node>();
+        node->name = "accumulate_grad";
+        node->leaf = leaf.impl_ptr();
+        impl.grad_accumulator = node;
+    }
+    return impl.grad_accumulator;
+}
+
+std::shared_ptr<Node> edge_to(const Tensor& t) {
+    if (!t.defined() || !t.requires_grad()) return nullptr;
+    return t.grad_fn() ? t.grad_fn() : accumulator_of(t);
+}
+}  // namespace
+
+void record(Tensor& out, OpId op, const std::vector<Tensor>& inputs, BackwardFn backward) {
+    auto node = std::make_shared<Node>();
+    node->name = op_name(op);
+    node->next.reserve(inputs.size());
+    node->input_shapes.reserve(inputs.size());
+    for (const Tensor& t : inputs) {
+        node->next.push_back(edge_to(t));
+        node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+    }
+    node->backward = std::move(backward);
+    out.impl().requires_grad = true;
+    out.impl().grad_fn = std::move(node);
+}
+
+void record(Tensor& out, OpId op, std::initializer_list<Tensor> inputs, BackwardFn backward) {
+    record(out, op, std::vector<Tensor>(inputs), std::move(backward));
+}
+
+// ---- saved tensors -----------------------------------------------------------------------------
+Saved::Saved(const Tensor& t) : tensor_(t.defined() ? t.detach() : Tensor()) {
+    if (t.defined()) version_ = t.storage()->version;
+}
+
+Tensor Saved::get(const char* op) const {
+    if (tensor_.defined() && tensor_.storage()->version != version_)
+        throw std::logic_error(std::string(op) + " backward: a tensor it saved (shape " + shape_str(tensor_.shape()) +
+                               ") was modified in place after the forward pass; its gradient would be wrong");
+    return tensor_;
+}
+
+// ---- leaf bookkeeping --------------------------------------------------------------------------
+Tensor& Tensor::set_requires_grad(bool requires_grad) {
+    if (!is_leaf())
+        throw std::logic_error("set_requires_grad: only leaf tensors can be marked (this one was made by '" +
+                               std::string(grad_fn()->name) + "'); use detach() first");
+    if (requires_grad && !is_floating(dtype()))
+        throw std::invalid_argument(std::string("set_requires_grad: only float tensors can require grad, got ") +
+                                    dtype_name(dtype()));
+    impl().requires_grad = requires_grad;
+    return *this;
+}
+
+Tensor Tensor::grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
+
+void Tensor::set_grad(const Tensor& g) const {
+    if (g.defined() && g.shape() != shape())
+        throw std::invalid_argument("set_grad: gradient of shape " + shape_str(g.shape()) + " for a tensor of shape " +
+                                    shape_str(shape()));
+    impl().grad = g.defined() ? g.impl_ptr() : nullptr;
+}
+
+void Tensor::zero_grad() const { impl().grad = nullptr; }
+
+void Tensor::retain_grad() {
+    if (!requires_grad()) throw std::logic_error("retain_grad: tensor does not require grad");
+    if (grad_fn()) grad_fn()->retained = impl_ptr();
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+
+Tensor reduce_to_shape(const Tensor& grad, const Shape& shape) {
+    if (grad.shape() == shape) return grad;
+    const int64_t extra = grad.dim() - (int64_t)shape.size();
+    std::vector<int64_t> dims;
+    for (int64_t d = 0; d < grad.dim(); ++d)
+        if (d < extra || (shape[d - extra] == 1 && grad.shape()[d] != 1)) dims.push_back(d);
+    Tensor g = dims.empty() ? grad : sum(grad, dims, /*keepdim=*/true);
+    return g.reshape(shape);
+}
+
+// ---- the backward pass ---------------------------------------------------------------------------
+namespace {
+void accumulate(std::unordered_map<Node*, Tensor>& grads, Node* node, const Tensor& g) {
+    auto [it, inserted] = grads.try_emplace(node, g);
+    if (!inserted) it->second = add(it->second, g);  // a tensor used twice: gradients add up
+}
+}  // namespace
+
+void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
+    if (!requires_grad())
+        throw std::logic_error("backward: tensor of shape " + shape_str(shape()) +
+                               " does not require grad and has no grad_fn (did any input require grad?)");
+    Tensor seed_grad = grad_output;
+    if (!seed_grad.defined()) {
+        if (numel() != 1)
+            throw std::invalid_argument("backward: called without a gradient on a tensor of shape " +
+                                        shape_str(shape()) + "; only a one-element tensor (a loss) can do that");
+        seed_grad = Tensor::ones(shape(), dtype(), device());
+    } else if (seed_grad.shape() != shape()) {
+        throw std::invalid_argument("backward: gradient of shape " + shape_str(seed_grad.shape()) +
+                                    " for a tensor of shape " + shape_str(shape()));
+    }
+    std::shared_ptr<Node> root = grad_fn() ? grad_fn() : accumulator_of(*this);
+
+    // 1. Find every node reachable from the root (iterative depth-first search), and count how
+    //    many edges lead into each: a node may run only after all its consumers have run.
+    std::unordered_map<Node*, int> pending;
+    std::vector<Node*> stack{root.get()};
+    std::unordered_set<Node*> seen{root.get()};
+    while (!stack.empty()) {
+        Node* node = stack.back();
+        stack.pop_back();
+        for (auto& child : node->next) {
+            if (!child) continue;
+            pending[child.get()]++;
+            if (seen.insert(child.get()).second) stack.push_back(child.get());
+        }
+    }
+
+    // 2. Run the nodes in reverse topological order (Kahn's algorithm), passing gradients along.
+    std::unordered_map<Node*, Tensor> grads{{root.get(), seed_grad}};
+    std::vector<Node*> ready{root.get()};
+    NoGradGuard no_grad;  // backward functions are written in ops; they must not record
+    while (!ready.empty()) {
+        Node* node = ready.back();
+        ready.pop_back();
+        Tensor g;
+        if (auto it = grads.find(node); it != grads.end()) {
+            g = std::move(it->second);
+            grads.erase(it);
+        }
+        if (auto leaf = node->leaf.lock()) {
+            // A leaf: add into .grad (a fresh tensor, so that a gradient shared between two
+            // leaves is never changed through the other).
+            if (g.defined()) {
+                if (leaf->grad) leaf->grad = add(Tensor(leaf->grad), g).impl_ptr();
+                else leaf->grad = g.clone().impl_ptr();
+            }
+            continue;
+        }
+        if (auto out = node->retained.lock(); out && g.defined()) {
+            out->grad = out->grad ? add(Tensor(out->grad), g).impl_ptr() : g.clone().impl_ptr();
+        }
+        if (g.defined()) {
+            if (node->released)
+                throw std::logic_error(std::string("backward: trying to go through the graph a second time (op '") +
+                                       node->name + "'); its saved tensors were freed by the first backward. "
+                                       "Pass retain_graph=true to the first call if you need this.");
+            std::vector<Tensor> input_grads = node->backward(g);
+            if (input_grads.size() != node->next.size())
+                throw std::logic_error(std::string("backward of '") + node->name + "' returned " +
+                                       std::to_string(input_grads.size()) + " gradients for " +
+                                       std::to_string(node->next.size()) + " inputs");
+            for (size_t i = 0; i < node->next.size(); ++i) {
+                if (!node->next[i] || !input_grads[i].defined()) continue;
+                if (input_grads[i].shape() != node->input_shapes[i])
+                    throw std::logic_error(std::string("backward of '") + node->name + "' returned a gradient of shape " +
+                                           shape_str(input_grads[i].shape()) + " for input " + std::to_string(i) +
+                                           " of shape " + shape_str(node->input_shapes[i]));
+                accumulate(grads, node->next[i].get(), input_grads[i]);
+            }
+            if (!retain_graph) {
+                node->backward = nullptr;  // frees the saved tensors now
+                node->released = true;
+            }
+        }
+        for (auto& child : node->next)
+            if (child && --pending[child.get()] == 0) ready.push_back(child.get());
+    }
+}
+
+}  // namespace mg

@@ -1,0 +1,76 @@
+// autograd.h: define-by-run reverse-mode differentiation, as in micrograd and PyTorch.
+//
+// Every differentiable op that sees an input requiring grad records a Node: the nodes of its
+// inputs (the edges of the graph), the tensors its backward needs, and a backward function that
+// maps the gradient of the op's output to the gradients of its inputs. A Node never holds its own
+// output (that would be a reference cycle); saved tensors are detached views.
+//
+// Tensor::backward() (autograd.cpp) walks the graph iteratively in reverse topological order.
+#pragma once
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/op_table.h"
+#include "engine/tensor.h"
+
+namespace mg {
+
+// Maps the gradient of the op's output to one gradient per input (undefined where the input
+// needs none). Runs with gradient recording off.
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Node {
+    const char* name = "";                       // the op, for error messages
+    std::vector<std::shared_ptr<Node>> next;     // one per input: where its gradient goes (or null)
+    std::vector<Shape> input_shapes;             // to check the shapes a backward returns
+    BackwardFn backward;                         // released (empty) after a backward pass
+    bool released = false;
+    // Leaf accumulators only: the leaf whose .grad this node adds into (weak: no cycle).
+    std::weak_ptr<TensorImpl> leaf;
+    // Non-leaf outputs that asked for retain_grad().
+    std::weak_ptr<TensorImpl> retained;
+
+    // Frees long chains without recursion (a 100,000-op graph must not overflow the stack).
+    ~Node();
+};
+
+// ---- recording on/off ------------------------------------------------------------------------
+bool grad_enabled();
+// Turns recording off for its lifetime (optimizer updates, evaluation, backward functions).
+class NoGradGuard {
+public:
+    NoGradGuard();
+    ~NoGradGuard();
+    NoGradGuard(const NoGradGuard&) = delete;
+    NoGradGuard& operator=(const NoGradGuard&) = delete;
+private:
+    bool previous_;
+};
+
+// ---- what ops use ----------------------------------------------------------------------------
+// True when recording is on and any input requires grad.
+bool any_requires_grad(std::initializer_list<Tensor> inputs);
+
+// A tensor saved for backward: a detached view plus the storage version at save time. get()
+// throws if the storage was changed in place since.
+class Saved {
+public:
+    Saved() = default;
+    explicit Saved(const Tensor& t);
+    Tensor get(const char* op) const;
+    bool defined() const { return tensor_.defined(); }
+private:
+    Tensor tensor_;
+    uint64_t version_ = 0;
+};
+
+// Makes `out` the output of a recorded op: out.requires_grad = true and out.grad_fn = a node
+// with edges to the inputs. Call only when any_requires_grad(inputs).
+void record(Tensor& out, OpId op, std::initializer_list<Tensor> inputs, BackwardFn backward);
+void record(Tensor& out, OpId op, const std::vector<Tensor>& inputs, BackwardFn backward);
+
+// Sums `grad` over broadcast dimensions so it has `shape` (the backward of broadcasting).
+Tensor reduce_to_shape(const Tensor& grad, const Shape& shape);
+
+}  // namespace mg

@@ -1,0 +1,13 @@
+// cpu/kernels.h: the CPU backend's registration functions, one per kernel file.
+// engine/cpu/register.cpp calls them all from register_cpu_backend().
+#pragma once
+
+namespace mg::cpu {
+
+void register_elementwise_kernels();  // kernels_elementwise.cpp
+void register_reduce_kernels();       // kernels_reduce.cpp
+void register_memory_kernels();       // kernels_memory.cpp: fill, arange, copy, random
+void register_nn_kernels();           // kernels_nn.cpp: matmul, softmax, cross_entropy, layer_norm
+void register_index_kernels();        // kernels_index.cpp: gather, scatter, topk, sort, sampling
+
+}  // namespace mg::cpu

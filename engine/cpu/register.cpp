@@ -1,0 +1,33 @@
+// cpu/register.cpp: the CPU device (64-byte aligned host memory) and all its kernels.
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/backend.h"
+#include "engine/cpu/kernels.h"
+
+namespace mg {
+
+namespace {
+// 64-byte alignment: a cache line, and what AVX-512 loads like best.
+void* cpu_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+void cpu_free(void* p, size_t) { std::free(p); }
+void cpu_copy(void* dst, const void* src, size_t bytes, bool) { std::memcpy(dst, src, bytes); }
+void cpu_synchronize() {}
+}  // namespace
+
+void register_cpu_backend() {
+    register_device(Device::CPU, DeviceHooks{cpu_alloc, cpu_free, cpu_copy, cpu_synchronize});
+    cpu::register_elementwise_kernels();
+    cpu::register_reduce_kernels();
+    cpu::register_memory_kernels();
+    cpu::register_nn_kernels();
+    cpu::register_index_kernels();
+}
+
+
+}  // namespace mg

@@ -1,0 +1,123 @@
+// ops.h: every op of the engine as a free function, in the order of engine/op_table.h.
+// Each is defined, forward and backward side by side, in the engine/ops_*.cpp file named below.
+// Shapes use PyTorch's conventions; a negative dim counts from the end.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace mg {
+
+// ---- elementwise, unary (ops_elementwise.cpp) ------------------------------------------------
+Tensor neg(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor pow(const Tensor& x, double exponent);
+Tensor clamp(const Tensor& x, double low, double high);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);      // exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+Tensor erf(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor softplus(const Tensor& x);  // log(1 + e^x), computed without overflow
+
+// ---- elementwise, binary and ternary, with NumPy broadcasting ---------------------------------
+// Both operands must have the same dtype (no silent promotion); scalars take the tensor's dtype.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+// cond ? a : b, elementwise; cond is bool. Gradients flow to a and b.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// x with `value` where mask is true (the causal mask of attention).
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+// Comparisons give bool tensors.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& a);
+
+// ---- reductions (ops_reduce.cpp) ---------------------------------------------------------------
+// Float sums accumulate in double and are bitwise reproducible for any thread count.
+Tensor sum(const Tensor& x);                                          // over everything: 0-d
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+struct ValuesIndices {
+    Tensor values;   // carries gradient
+    Tensor indices;  // int64, no gradient
+};
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);  // first index on ties
+ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor max(const Tensor& x);  // over everything: 0-d
+Tensor min(const Tensor& x);
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor cumsum(const Tensor& x, int64_t dim);
+
+// ---- linear algebra and neural-network ops (ops_nn.cpp) --------------------------------------
+// (n,k)@(k,m); batched (..., n, k)@(..., k, m) with broadcast batch dims; 1-d operands as in NumPy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+// Mean over the targets that are not ignore_index of -log_softmax(logits)[target].
+// logits (N, C) float; targets (N) int64/int32.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// Normalises over the last dimension; weight and bias (size D) may be undefined tensors.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// weight (V, D), indices (...) int -> (..., D)
+Tensor embedding(const Tensor& weight, const Tensor& indices);
+// Zeroes each element with probability p and scales the rest by 1/(1-p); identity when
+// !training or p == 0. Draws from `gen` (Philox), so the same state replays the same mask.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+
+// ---- indexing, sorting, sampling (ops_index.cpp) ---------------------------------------------
+// out[i][j] = x[i][index[i][j]] (dim = 1), as torch.gather. index int64/int32, same ndim as x.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// out = x, then out[i][index[i][j]] += src[i][j] (dim = 1), as torch.scatter_add. Deterministic.
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
+// The slices x[..., index[i], ...] along dim; index is 1-d.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// out = x, then out[..., index[i], ...] += src[..., i, ...] along dim. Deterministic.
+Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
+// (...) int -> (..., num_classes) of dtype
+Tensor one_hot(const Tensor& indices, int64_t num_classes, DType dtype = DType::Float32);
+// counts of each value 0..bins-1 in a 1-d int tensor -> (bins) int64
+Tensor bincount(const Tensor& indices, int64_t bins);
+// The k largest (or smallest) along dim, sorted; ties keep the lower index first.
+ValuesIndices topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
+// Indices that sort x along dim (stable).
+Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
+// probs (N, C), rows non-negative (need not sum to 1) -> (N, num_samples) int64, with replacement.
+Tensor multinomial(const Tensor& probs, int64_t num_samples, Generator& gen);
+
+// ---- shape and memory (ops_shape.cpp); views are also Tensor methods ---------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor permute(const Tensor& x, const Shape& order);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+// A copy with the given dtype, laid out contiguously (differentiable between float types).
+Tensor copy(const Tensor& x, DType dtype);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim = 0);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
+std::vector<Tensor> split(const Tensor& x, int64_t chunk_size, int64_t dim = 0);
+
+// ---- random numbers (ops_create.cpp) ---------------------------------------------------------
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::Float32, Device device = Device::CPU);
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::Float32, Device device = Device::CPU);
+// integers uniform in [low, high)
+Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen, Device device = Device::CPU);
+
+}  // namespace mg
