@@ -66,7 +66,7 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor cumsum(const Tensor& x, int64_t dim);
 
-// ---- linear algebra and neural-network ops (ops_nn.cpp) --------------------------------------
+// ---- linear algebra (ops_matmul.cpp) and neural-network ops (ops_nn.cpp) --------------------------------------
 // (n,k)@(k,m); batched (..., n, k)@(..., k, m) with broadcast batch dims; 1-d operands as in NumPy.
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor softmax(const Tensor& x, int64_t dim = -1);
@@ -82,7 +82,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // !training or p == 0. Draws from `gen` (Philox), so the same state replays the same mask.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 
-// ---- indexing, sorting, sampling (ops_index.cpp) ---------------------------------------------
+// ---- indexing (ops_index.cpp), sorting and sampling (ops_sort.cpp) ---------------------------------------------
 // out[i][j] = x[i][index[i][j]] (dim = 1), as torch.gather. index int64/int32, same ndim as x.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // out = x, then out[i][index[i][j]] += src[i][j] (dim = 1), as torch.scatter_add. Deterministic.

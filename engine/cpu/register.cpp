@@ -25,8 +25,10 @@ void register_cpu_backend() {
     cpu::register_elementwise_kernels();
     cpu::register_reduce_kernels();
     cpu::register_memory_kernels();
+    cpu::register_matmul_kernels();
     cpu::register_nn_kernels();
     cpu::register_index_kernels();
+    cpu::register_sort_kernels();
 }
 
 

@@ -1,0 +1,414 @@
+// engine/cpu/gemm.cpp: the CPU matrix multiply (API and conventions in gemm.h).
+//
+// sgemm follows the BLIS/GotoBLAS loop nest. For C (M x N) += A (M x K) @ B (K x N):
+//
+//   for jc in N step NC:              B panel (KC x NC) lives in L3, shared by the threads
+//     for pc in K step KC:
+//       pack B(pc:pc+kc, jc:jc+nc)    into NR-wide micro-panels (threads share the work)
+//       for ic in M step MC:          split across threads; each packs its own A block
+//         pack A(ic:ic+mc, pc:pc+kc)  into MR-tall micro-panels (MC x KC lives in L2)
+//         for jr in nc step NR:       one B micro-panel (KC x NR) stays in L1 ...
+//           for ir in mc step MR:     ... while MR x NR tiles of C are computed in registers
+//             micro_kernel(kc, A micro-panel, B micro-panel, C tile)
+//
+// The micro-kernel keeps an MR x NR tile of C in vector registers and, for each k, does one
+// rank-1 update: load NR values of B, broadcast MR values of A, MR*NR/W fused multiply-adds.
+// Packing makes every load in that loop contiguous and aligned whatever the strides of A and B,
+// and pads edge panels with zeros so the kernel never needs a remainder loop over k or j.
+//
+// Small products (the demo's 64x20x64) skip packing A: the kernel broadcasts A straight from
+// memory through its strides, and only B (tiny) is packed. Threads are only started when the
+// product is big enough to pay for them.
+//
+// The bench/gemm/ programs 1..6 build this up one step at a time; docs/engine/gemm.md has the
+// measured GFLOP/s of each step.
+#include "engine/cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace mg::cpu {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// SIMD vector "traits": the micro-kernel below is written once against these few operations.
+// W = floats per vector. The tile is MR rows x NR = 2*W columns of C.
+#if defined(__AVX512F__)
+struct Vec {
+    using V = __m512;
+    static constexpr int W = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+};
+constexpr int MR = 12;  // 12 x 32 tile: 24 accumulators + 2 B vectors + 1 A broadcast <= 32 zmm
+constexpr const char* kKernelName = "avx512f 12x32";
+#elif defined(__AVX2__) && defined(__FMA__)
+struct Vec {
+    using V = __m256;
+    static constexpr int W = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+};
+constexpr int MR = 6;  // 6 x 16 tile: 12 accumulators + 2 B vectors + 1 A broadcast <= 16 ymm
+constexpr const char* kKernelName = "avx2+fma 6x16";
+#else
+// Portable fallback: a "vector" of 4 floats in plain C++; the compiler vectorises what it can.
+struct Vec {
+    struct V {
+        float x[4];
+    };
+    static constexpr int W = 4;
+    static V zero() { return V{{0, 0, 0, 0}}; }
+    static V set1(float s) { return V{{s, s, s, s}}; }
+    static V load(const float* p) { return V{{p[0], p[1], p[2], p[3]}}; }
+    static void store(float* p, V v) { std::memcpy(p, v.x, sizeof v.x); }
+    static V fmadd(V a, V b, V c) {
+        for (int l = 0; l < 4; ++l) c.x[l] = std::fma(a.x[l], b.x[l], c.x[l]);
+        return c;
+    }
+    static V mul(V a, V b) {
+        for (int l = 0; l < 4; ++l) a.x[l] *= b.x[l];
+        return a;
+    }
+};
+constexpr int MR = 4;
+constexpr const char* kKernelName = "portable scalar 4x8";
+#endif
+constexpr int NR = 2 * Vec::W;
+
+// Cache blocking, tuned on a 2-core AMD EPYC (Zen 3: 32 KiB L1d and 512 KiB L2 per core, 32 MiB
+// L3) with bench/gemm_vs_openblas; see docs/engine/gemm.md. KC*NR*4 bytes (one B micro-panel,
+// 16 KiB) fits L1, MC*KC*4 (one A block, <= 144 KiB) fits L2, KC*NC*4 (the B panel, 4 MiB) L3.
+constexpr int64_t MC = 144;  // multiple of MR
+constexpr int64_t KC = 256;
+constexpr int64_t NC = 4080 / NR * NR;  // multiple of NR
+static_assert(MC % MR == 0 && NC % NR == 0, "blocks must hold whole micro-panels");
+
+// Below this many multiply-adds (M*N*K) the product runs on one thread: starting the team and
+// its barriers costs more than it saves. Below kNoPackALimit, A is not packed either.
+constexpr int64_t kThreadLimit = 96 * 96 * 96;
+constexpr int64_t kNoPackALimit = 128 * 128 * 128;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// ---------------------------------------------------------------------------------------------
+// Scratch buffers. Each thread owns its own (thread_local), grown on demand and kept between
+// calls: no allocation (and no page faults) in the steady state, and no buffer is ever shared by
+// two concurrent sgemm calls. The B panel of a call is the calling thread's buffer, which the
+// OpenMP team of that call reads.
+struct AlignedBuffer {
+    float* data = nullptr;
+    int64_t capacity = 0;  // floats
+    float* get(int64_t count) {
+        if (count > capacity) {
+            std::free(data);
+            capacity = round_up(count, 1024);
+            data = static_cast<float*>(std::aligned_alloc(64, capacity * sizeof(float)));
+            if (!data) throw std::bad_alloc();
+        }
+        return data;
+    }
+    ~AlignedBuffer() { std::free(data); }
+};
+thread_local AlignedBuffer t_a_buffer;  // one packed A block, MC x KC
+thread_local AlignedBuffer t_b_buffer;  // one packed B panel, KC x NC
+
+// ---------------------------------------------------------------------------------------------
+// Packing. A block (mc x kc) -> micro-panels of MR rows, each stored k-major: panel[k*MR + i].
+// B panel (kc x nc) -> micro-panels of NR columns, each stored k-major: panel[k*NR + j].
+// Rows/columns past the edge are filled with zeros.
+void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs_a, int64_t cs_a, float* dst) {
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int64_t mr = std::min<int64_t>(MR, mc - ir);
+        const float* a = A + ir * rs_a;
+        if (mr == MR && rs_a == 1) {  // A stored column-major (e.g. a transposed view)
+            for (int64_t k = 0; k < kc; ++k)
+                for (int i = 0; i < MR; ++i) dst[k * MR + i] = a[k * cs_a + i];
+        } else if (mr == MR) {
+            for (int64_t k = 0; k < kc; ++k)
+                for (int i = 0; i < MR; ++i) dst[k * MR + i] = a[i * rs_a + k * cs_a];
+        } else {
+            for (int64_t k = 0; k < kc; ++k)
+                for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? a[i * rs_a + k * cs_a] : 0.0f;
+        }
+        dst += MR * kc;
+    }
+}
+
+// Packs B micro-panel number `panel` of a kc x nc block (the OpenMP team splits the panels).
+void pack_b_panel(int64_t panel, int64_t kc, int64_t nc, const float* B, int64_t rs_b, int64_t cs_b,
+                  float* dst) {
+    const int64_t jr = panel * NR;
+    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    const float* b = B + jr * cs_b;
+    dst += jr * kc;
+    if (nr == NR && cs_b == 1) {  // B row-major: each k copies NR contiguous floats
+        for (int64_t k = 0; k < kc; ++k)
+            for (int j = 0; j < NR; ++j) dst[k * NR + j] = b[k * rs_b + j];
+    } else {
+        for (int64_t k = 0; k < kc; ++k)
+            for (int j = 0; j < NR; ++j) dst[k * NR + j] = j < nr ? b[k * rs_b + j * cs_b] : 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The micro-kernel: C(0:mr, 0:nr) = alpha * sum_k a(:,k) b(k,:) + beta * C(0:mr, 0:nr).
+// a(i,k) = a[i*a_rs + k*a_cs]: packed A has (a_rs, a_cs) = (1, MR); unpacked A its own strides.
+// b(k,j) = b[k*b_rs + j]: NR contiguous floats per k (packed, zero-padded).
+// The full MR x NR product is always computed (padding is zeros); only mr x nr is written.
+// always_inline: each caller gets a copy specialised for its strides (constants when packed).
+__attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float* a, int64_t a_rs,
+                                                        int64_t a_cs, const float* b, int64_t b_rs,
+                                                        float alpha, float beta, float* c,
+                                                        int64_t rs_c, int64_t cs_c, int64_t mr,
+                                                        int64_t nr) {
+    using V = Vec::V;
+    V acc[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = Vec::zero();
+
+    // Warm the C tile into L1 while the k loop runs (it is read once, at the end).
+    for (int64_t i = 0; i < mr; ++i) __builtin_prefetch(c + i * rs_c, 1);
+
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {
+        const V b0 = Vec::load(b);
+        const V b1 = Vec::load(b + Vec::W);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+            const V ai = Vec::set1(a[i * a_rs]);  // broadcast A(i,k)
+            acc[i][0] = Vec::fmadd(ai, b0, acc[i][0]);
+            acc[i][1] = Vec::fmadd(ai, b1, acc[i][1]);
+        }
+        a += a_cs;
+        b += b_rs;
+    }
+
+    const V alpha_v = Vec::set1(alpha);
+    if (mr == MR && nr == NR && cs_c == 1) {  // whole tile, rows contiguous: vector stores
+        const V beta_v = Vec::set1(beta);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+            float* ci = c + i * rs_c;
+            V r0 = Vec::mul(alpha_v, acc[i][0]);
+            V r1 = Vec::mul(alpha_v, acc[i][1]);
+            if (beta != 0.0f) {  // beta == 0: C is write-only, never read (it may hold NaN)
+                r0 = Vec::fmadd(beta_v, Vec::load(ci), r0);
+                r1 = Vec::fmadd(beta_v, Vec::load(ci + Vec::W), r1);
+            }
+            Vec::store(ci, r0);
+            Vec::store(ci + Vec::W, r1);
+        }
+    } else {  // edge tile or strided C: go through a small buffer, element by element
+        alignas(64) float tile[MR * NR];
+        for (int i = 0; i < MR; ++i) {
+            Vec::store(tile + i * NR, Vec::mul(alpha_v, acc[i][0]));
+            Vec::store(tile + i * NR + Vec::W, Vec::mul(alpha_v, acc[i][1]));
+        }
+        for (int64_t i = 0; i < mr; ++i)
+            for (int64_t j = 0; j < nr; ++j) {
+                float& cij = c[i * rs_c + j * cs_c];
+                cij = beta != 0.0f ? std::fma(beta, cij, tile[i * NR + j]) : tile[i * NR + j];
+            }
+    }
+}
+
+// One packed A block (mc x kc) times the packed B panel (kc x nc) into C(mc x nc).
+void macro_kernel_packed(int64_t mc, int64_t nc, int64_t kc, float alpha, const float* a_pack,
+                         const float* b_pack, float beta, float* C, int64_t rs_c, int64_t cs_c) {
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t nr = std::min<int64_t>(NR, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min<int64_t>(MR, mc - ir);
+            micro_kernel(kc, a_pack + ir * kc, 1, MR, b_pack + jr * kc, NR, alpha, beta,
+                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, mr, nr);
+        }
+    }
+}
+
+// Same, A read in place through its strides (small products). A full MR-row tile broadcasts
+// straight from A; the last, partial tile is packed first (the kernel reads MR rows).
+void macro_kernel_unpacked_a(int64_t mc, int64_t nc, int64_t kc, float alpha, const float* A,
+                             int64_t rs_a, int64_t cs_a, const float* b_pack, float beta, float* C,
+                             int64_t rs_c, int64_t cs_c) {
+    alignas(64) float a_edge[MR * KC];  // kc <= KC
+    const int64_t m_full = mc / MR * MR;
+    if (m_full < mc) pack_a(mc - m_full, kc, A + m_full * rs_a, rs_a, cs_a, a_edge);
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t nr = std::min<int64_t>(NR, nc - jr);
+        for (int64_t ir = 0; ir < m_full; ir += MR)
+            micro_kernel(kc, A + ir * rs_a, rs_a, cs_a, b_pack + jr * kc, NR, alpha, beta,
+                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, MR, nr);
+        if (m_full < mc)
+            micro_kernel(kc, a_edge, 1, MR, b_pack + jr * kc, NR, alpha, beta,
+                         C + m_full * rs_c + jr * cs_c, rs_c, cs_c, mc - m_full, nr);
+    }
+}
+
+// C = beta * C (K == 0 or alpha == 0: the product term vanishes).
+template <typename T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            T& cij = C[i * rs_c + j * cs_c];
+            cij = beta == T(0) ? T(0) : beta * cij;
+        }
+}
+
+}  // namespace
+
+const char* sgemm_kernel_name() { return kKernelName; }
+
+// ---------------------------------------------------------------------------------------------
+void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a, int64_t cs_a,
+           const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c,
+           int64_t cs_c) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, rs_c, cs_c);
+
+    const int64_t work = M * N * K;
+    // Inside someone else's parallel region (an expert loop, a batch loop) we run on the calling
+    // thread only: nested teams would oversubscribe the cores.
+    int threads = (work < kThreadLimit || omp_in_parallel()) ? 1 : omp_get_max_threads();
+    threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(M, MR)));
+    const bool pack_a_blocks = !(threads == 1 && work < kNoPackALimit);
+
+    // Block sizes for this call. K and M are cut into equal blocks (K=300 gives 150+150, not
+    // 256+44). The number of M blocks is a multiple of the thread count, so each thread gets the
+    // same work. Blocks start at multiples of MR whatever the thread count, and K is cut the same
+    // way, so every element of C sees the same operations in the same order: the result does not
+    // depend on the number of threads.
+    const int64_t kc_max = ceil_div(K, ceil_div(K, KC));
+    int64_t m_blocks = round_up(ceil_div(M, MC), threads);
+    const int64_t mc_max = round_up(ceil_div(M, m_blocks), MR);
+    m_blocks = ceil_div(M, mc_max);
+    const int64_t nc_max = std::min<int64_t>(NC, round_up(N, NR));
+
+    float* b_pack = t_b_buffer.get(kc_max * nc_max);  // the calling thread's buffer, team-shared
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float* a_pack = pack_a_blocks ? t_a_buffer.get(mc_max * kc_max) : nullptr;
+        for (int64_t jc = 0; jc < N; jc += NC) {
+            const int64_t nc = std::min<int64_t>(NC, N - jc);
+            const int64_t n_panels = ceil_div(nc, NR);
+            for (int64_t pc = 0; pc < K; pc += kc_max) {
+                const int64_t kc = std::min<int64_t>(kc_max, K - pc);
+                // Only the first K block applies the caller's beta; later ones accumulate.
+                const float beta_block = pc == 0 ? beta : 1.0f;
+                const float* B_block = B + pc * rs_b + jc * cs_b;
+
+#pragma omp for schedule(static)
+                for (int64_t panel = 0; panel < n_panels; ++panel)
+                    pack_b_panel(panel, kc, nc, B_block, rs_b, cs_b, b_pack);
+                // (implicit barrier: the whole B panel is packed before anyone uses it)
+
+#pragma omp for schedule(static)
+                for (int64_t block = 0; block < m_blocks; ++block) {
+                    const int64_t ic = block * mc_max;
+                    const int64_t mc = std::min<int64_t>(mc_max, M - ic);
+                    const float* A_block = A + ic * rs_a + pc * cs_a;
+                    float* C_block = C + ic * rs_c + jc * cs_c;
+                    if (pack_a_blocks) {
+                        pack_a(mc, kc, A_block, rs_a, cs_a, a_pack);
+                        macro_kernel_packed(mc, nc, kc, alpha, a_pack, b_pack, beta_block, C_block,
+                                            rs_c, cs_c);
+                    } else {
+                        macro_kernel_unpacked_a(mc, nc, kc, alpha, A_block, rs_a, cs_a, b_pack,
+                                                beta_block, C_block, rs_c, cs_c);
+                    }
+                }
+                // (implicit barrier: nobody repacks B while another thread still reads it)
+            }
+        }
+    }
+}
+
+void sgemm_reference(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
+                     int64_t cs_a, const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C,
+                     int64_t rs_c, int64_t cs_c) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, rs_c, cs_c);
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            double sum = 0;  // double accumulation: a tighter oracle than the code under test
+            for (int64_t k = 0; k < K; ++k)
+                sum += double(A[i * rs_a + k * cs_a]) * double(B[k * rs_b + j * cs_b]);
+            float& cij = C[i * rs_c + j * cs_c];
+            const double product = double(alpha) * sum;
+            cij = float(beta == 0.0f ? product : product + double(beta) * double(cij));
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dgemm: row blocks of C across threads; within a block the loop order i, k, j makes the inner
+// loop run along rows of B and C (vectorised when both are contiguous). K is cut into blocks so
+// the rows of B being reused stay in cache.
+void dgemm(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t rs_a,
+           int64_t cs_a, const double* B, int64_t rs_b, int64_t cs_b, double beta, double* C,
+           int64_t rs_c, int64_t cs_c) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0) return scale_c(M, N, beta, C, rs_c, cs_c);
+    constexpr int64_t kRowBlock = 16, kKBlock = 128;
+    const int64_t row_blocks = ceil_div(M, kRowBlock);
+    const bool parallel = M * N * K >= kThreadLimit && !omp_in_parallel();
+
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t rb = 0; rb < row_blocks; ++rb) {
+        const int64_t i_end = std::min(M, (rb + 1) * kRowBlock);
+        for (int64_t i = rb * kRowBlock; i < i_end; ++i) {
+            double* c = C + i * rs_c;
+            for (int64_t j = 0; j < N; ++j) c[j * cs_c] = beta == 0.0 ? 0.0 : beta * c[j * cs_c];
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
+            const int64_t k_end = std::min(K, k0 + kKBlock);
+            for (int64_t i = rb * kRowBlock; i < i_end; ++i) {
+                double* c = C + i * rs_c;
+                for (int64_t k = k0; k < k_end; ++k) {
+                    const double a_ik = alpha * A[i * rs_a + k * cs_a];
+                    const double* b = B + k * rs_b;
+                    if (cs_b == 1 && cs_c == 1) {
+#pragma omp simd
+                        for (int64_t j = 0; j < N; ++j) c[j] += a_ik * b[j];
+                    } else {
+                        for (int64_t j = 0; j < N; ++j) c[j * cs_c] += a_ik * b[j * cs_b];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void dgemm_reference(int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t rs_a,
+                     int64_t cs_a, const double* B, int64_t rs_b, int64_t cs_b, double beta,
+                     double* C, int64_t rs_c, int64_t cs_c) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0) return scale_c(M, N, beta, C, rs_c, cs_c);
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            double sum = 0;
+            for (int64_t k = 0; k < K; ++k) sum += A[i * rs_a + k * cs_a] * B[k * rs_b + j * cs_b];
+            double& cij = C[i * rs_c + j * cs_c];
+            cij = beta == 0.0 ? alpha * sum : alpha * sum + beta * cij;
+        }
+}
+
+}  // namespace mg::cpu

@@ -1,0 +1,49 @@
+// ops_matmul.cpp: the matrix product, 2-d and batched, forward beside backward.
+#include <cmath>
+
+#include "engine/ops_internal.h"
+
+namespace mg {
+using namespace detail;
+
+// ---- matmul ------------------------------------------------------------------------------------
+// C = A @ B over broadcast batch dims. The kernel gets A as (batch..., n, k) and B as
+// (batch..., k, m) views, strides and all (a transposed operand costs nothing: the GEMM packs
+// whatever layout it is given), and writes a contiguous C (batch..., n, m).
+//   dL/dA = dL/dC @ B^T      dL/dB = A^T @ dL/dC      (summed over broadcast batch dims)
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+    if (a_in.dim() == 0 || b_in.dim() == 0)
+        throw std::invalid_argument("matmul: operands must have at least 1 dim, got " + shape_str(a_in.shape()) +
+                                    " and " + shape_str(b_in.shape()));
+    // 1-d operands as NumPy does: a vector on the left is a row, on the right a column.
+    if (a_in.dim() == 1) return matmul(a_in.unsqueeze(0), b_in).squeeze(-2);
+    if (b_in.dim() == 1) return matmul(a_in, b_in.unsqueeze(1)).squeeze(-1);
+    require_floating(a_in, "matmul");
+    require_same_dtype(a_in, b_in, "matmul");
+    const int64_t n = a_in.size(-2), k = a_in.size(-1), m = b_in.size(-1);
+    if (b_in.size(-2) != k)
+        throw std::invalid_argument("matmul: shapes " + shape_str(a_in.shape()) + " and " + shape_str(b_in.shape()) +
+                                    " cannot be multiplied (" + std::to_string(k) + " != " +
+                                    std::to_string(b_in.size(-2)) + ")");
+    Shape batch = broadcast_shapes(Shape(a_in.shape().begin(), a_in.shape().end() - 2),
+                                   Shape(b_in.shape().begin(), b_in.shape().end() - 2), "matmul");
+    Shape a_shape = batch, b_shape = batch, c_shape = batch;
+    a_shape.insert(a_shape.end(), {n, k});
+    b_shape.insert(b_shape.end(), {k, m});
+    c_shape.insert(c_shape.end(), {n, m});
+    Tensor c = make_tensor(c_shape, a_in.dtype(), a_in.device());
+    run_kernel(OpId::matmul, {broadcast_view(a_in, a_shape), broadcast_view(b_in, b_shape)}, {c});
+    if (any_requires_grad({a_in, b_in})) {
+        bool ga = a_in.requires_grad(), gb = b_in.requires_grad();
+        record(c, OpId::matmul, {a_in, b_in},
+               [sa = Saved(gb ? a_in : Tensor()), sb = Saved(ga ? b_in : Tensor()), ga, gb, shape_a = a_in.shape(),
+                shape_b = b_in.shape()](const Tensor& g) {
+                   Tensor grad_a = ga ? reduce_to_shape(matmul(g, sb.get("matmul").transpose(-1, -2)), shape_a) : Tensor();
+                   Tensor grad_b = gb ? reduce_to_shape(matmul(sa.get("matmul").transpose(-1, -2), g), shape_b) : Tensor();
+                   return grads({grad_a, grad_b});
+               });
+    }
+    return c;
+}
+
+}  // namespace mg
