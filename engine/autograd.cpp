@@ -1,8 +1,7 @@
 // autograd.cpp: recording nodes, and the backward pass that walks them.
 #include "engine/autograd.h"
 
-#include <unordered_map>
-#include <unordered_set>
+#include <atomic>
 
 #include "engine/ops.h"
 
@@ -29,9 +28,9 @@ Node::~Node() {
     // naively that recursion is as deep as the graph. Instead, steal the children that would die
     // with us onto an explicit stack and let them die one at a time, children first stolen.
     std::vector<std::shared_ptr<Node>> stack;
-    auto steal = [&stack](std::vector<std::shared_ptr<Node>>& children) {
-        for (auto& child : children)
-            if (child && child.use_count() == 1) stack.push_back(std::move(child));
+    auto steal = [&stack](std::vector<Edge>& edges) {
+        for (Edge& edge : edges)
+            if (edge.node && edge.node.use_count() == 1) stack.push_back(std::move(edge.node));
     };
     steal(next);
     backward = nullptr;  // saved tensors are detached, so this cannot recurse
@@ -62,22 +61,25 @@ std::shared_ptr<Node> edge_to(const Tensor& t) {
 }
 }  // namespace
 
-void record(Tensor& out, OpId op, const std::vector<Tensor>& inputs, BackwardFn backward) {
+void record(Tensor& out, OpId op, const Tensor* inputs, size_t count, BackwardFn backward) {
     auto node = std::make_shared<Node>();
     node->name = op_name(op);
-    node->next.reserve(inputs.size());
-    node->input_shapes.reserve(inputs.size());
-    for (const Tensor& t : inputs) {
-        node->next.push_back(edge_to(t));
-        node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+    node->next.resize(count);
+    for (size_t i = 0; i < count; ++i) {
+        node->next[i].node = edge_to(inputs[i]);
+        if (inputs[i].defined()) node->next[i].shape = inputs[i].shape();
     }
     node->backward = std::move(backward);
     out.impl().requires_grad = true;
     out.impl().grad_fn = std::move(node);
 }
 
+void record(Tensor& out, OpId op, const std::vector<Tensor>& inputs, BackwardFn backward) {
+    record(out, op, inputs.data(), inputs.size(), std::move(backward));
+}
+
 void record(Tensor& out, OpId op, std::initializer_list<Tensor> inputs, BackwardFn backward) {
-    record(out, op, std::vector<Tensor>(inputs), std::move(backward));
+    record(out, op, inputs.begin(), inputs.size(), std::move(backward));
 }
 
 // ---- saved tensors -----------------------------------------------------------------------------
@@ -134,9 +136,11 @@ Tensor reduce_to_shape(const Tensor& grad, const Shape& shape) {
 
 // ---- the backward pass ---------------------------------------------------------------------------
 namespace {
-void accumulate(std::unordered_map<Node*, Tensor>& grads, Node* node, const Tensor& g) {
-    auto [it, inserted] = grads.try_emplace(node, g);
-    if (!inserted) it->second = add(it->second, g);  // a tensor used twice: gradients add up
+std::atomic<uint64_t> g_backward_passes{0};
+
+void receive(Node* node, const Tensor& g) {
+    // A tensor used twice sends two gradients: they add up.
+    node->grad_sum = node->grad_sum.defined() ? add(node->grad_sum, g) : g;
 }
 }  // namespace
 
@@ -158,31 +162,35 @@ void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
 
     // 1. Find every node reachable from the root (iterative depth-first search), and count how
     //    many edges lead into each: a node may run only after all its consumers have run.
-    std::unordered_map<Node*, int> pending;
+    const uint64_t pass = ++g_backward_passes;
+    auto visit = [pass](Node* node) {
+        if (node->visited_pass == pass) return false;
+        node->visited_pass = pass;
+        node->pending = 0;
+        node->grad_sum = Tensor();
+        return true;
+    };
     std::vector<Node*> stack{root.get()};
-    std::unordered_set<Node*> seen{root.get()};
+    visit(root.get());
     while (!stack.empty()) {
         Node* node = stack.back();
         stack.pop_back();
-        for (auto& child : node->next) {
-            if (!child) continue;
-            pending[child.get()]++;
-            if (seen.insert(child.get()).second) stack.push_back(child.get());
+        for (Edge& edge : node->next) {
+            if (!edge.node) continue;
+            if (visit(edge.node.get())) stack.push_back(edge.node.get());
+            edge.node->pending++;
         }
     }
 
     // 2. Run the nodes in reverse topological order (Kahn's algorithm), passing gradients along.
-    std::unordered_map<Node*, Tensor> grads{{root.get(), seed_grad}};
+    root->grad_sum = seed_grad;
     std::vector<Node*> ready{root.get()};
     NoGradGuard no_grad;  // backward functions are written in ops; they must not record
     while (!ready.empty()) {
         Node* node = ready.back();
         ready.pop_back();
-        Tensor g;
-        if (auto it = grads.find(node); it != grads.end()) {
-            g = std::move(it->second);
-            grads.erase(it);
-        }
+        Tensor g = std::move(node->grad_sum);
+        node->grad_sum = Tensor();
         if (auto leaf = node->leaf.lock()) {
             // A leaf: add into .grad (a fresh tensor, so that a gradient shared between two
             // leaves is never changed through the other).
@@ -206,20 +214,21 @@ void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
                                        std::to_string(input_grads.size()) + " gradients for " +
                                        std::to_string(node->next.size()) + " inputs");
             for (size_t i = 0; i < node->next.size(); ++i) {
-                if (!node->next[i] || !input_grads[i].defined()) continue;
-                if (input_grads[i].shape() != node->input_shapes[i])
+                const Edge& edge = node->next[i];
+                if (!edge.node || !input_grads[i].defined()) continue;
+                if (input_grads[i].shape() != edge.shape)
                     throw std::logic_error(std::string("backward of '") + node->name + "' returned a gradient of shape " +
                                            shape_str(input_grads[i].shape()) + " for input " + std::to_string(i) +
-                                           " of shape " + shape_str(node->input_shapes[i]));
-                accumulate(grads, node->next[i].get(), input_grads[i]);
+                                           " of shape " + shape_str(edge.shape));
+                receive(edge.node.get(), input_grads[i]);
             }
             if (!retain_graph) {
                 node->backward = nullptr;  // frees the saved tensors now
                 node->released = true;
             }
         }
-        for (auto& child : node->next)
-            if (child && --pending[child.get()] == 0) ready.push_back(child.get());
+        for (Edge& edge : node->next)
+            if (edge.node && --edge.node->pending == 0) ready.push_back(edge.node.get());
     }
 }
 

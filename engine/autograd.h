@@ -20,16 +20,29 @@ namespace mg {
 // needs none). Runs with gradient recording off.
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
+// An edge of the graph: the node an input's gradient goes to (null when the input needs none),
+// and the input's shape, to check the gradient a backward returns.
+struct Edge {
+    std::shared_ptr<Node> node;
+    Shape shape;
+};
+
 struct Node {
     const char* name = "";                       // the op, for error messages
-    std::vector<std::shared_ptr<Node>> next;     // one per input: where its gradient goes (or null)
-    std::vector<Shape> input_shapes;             // to check the shapes a backward returns
+    std::vector<Edge> next;                      // one per input of the op
     BackwardFn backward;                         // released (empty) after a backward pass
     bool released = false;
     // Leaf accumulators only: the leaf whose .grad this node adds into (weak: no cycle).
     std::weak_ptr<TensorImpl> leaf;
     // Non-leaf outputs that asked for retain_grad().
     std::weak_ptr<TensorImpl> retained;
+
+    // Bookkeeping of the backward pass in progress (kept here rather than in hash maps: see
+    // bench/autograd_overhead.cpp): which pass last visited the node, how many consumers have
+    // yet to send their gradient, and the sum of the gradients received so far.
+    uint64_t visited_pass = 0;
+    int pending = 0;
+    Tensor grad_sum;
 
     // Frees long chains without recursion (a 100,000-op graph must not overflow the stack).
     ~Node();
@@ -69,6 +82,7 @@ private:
 // with edges to the inputs. Call only when any_requires_grad(inputs).
 void record(Tensor& out, OpId op, std::initializer_list<Tensor> inputs, BackwardFn backward);
 void record(Tensor& out, OpId op, const std::vector<Tensor>& inputs, BackwardFn backward);
+void record(Tensor& out, OpId op, const Tensor* inputs, size_t count, BackwardFn backward);
 
 // Sums `grad` over broadcast dimensions so it has `shape` (the backward of broadcasting).
 Tensor reduce_to_shape(const Tensor& grad, const Shape& shape);

@@ -16,7 +16,7 @@ using namespace detail;
 // ---- helpers (ops_internal.h) ------------------------------------------------------------------
 namespace detail {
 Tensor broadcast_view(const Tensor& t, const Shape& shape) {
-    if (t.shape() == shape) return t.detach();
+    if (t.shape() == shape) return t;  // kernels ignore autograd fields: no view needed
     const int64_t extra = (int64_t)shape.size() - t.dim();
     if (extra < 0)
         throw std::invalid_argument("expand: cannot expand shape " + shape_str(t.shape()) + " to fewer dims " +

@@ -107,7 +107,7 @@ GRADCHECK(where, "broadcast condition") {
 
 GRADCHECK(masked_fill, "causal mask") {
     Tensor mask = gt(Tensor::arange(0, 4).reshape({1, 4}), Tensor::arange(0, 4).reshape({4, 1}));
-    CHECK_GRADIENTS([mask](const Inputs& in) { return masked_fill(in[0], mask, -1e9) * 1.0; },
+    CHECK_GRADIENTS([mask](const Inputs& in) { return masked_fill(in[0], mask, -5.0) * 1.0;  // a huge fill value would drown the finite differences },
                     {rand_input({2, 4, 4}, 3)});
 }
 

@@ -185,8 +185,12 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = Vec::zero();
 
-    // Warm the C tile into L1 while the k loop runs (it is read once, at the end).
-    for (int64_t i = 0; i < mr; ++i) __builtin_prefetch(c + i * rs_c, 1);
+    // Start fetching the C tile now, so it is in L1 when the k loop ends (each row of the tile
+    // spans at most two cache lines when C's rows are contiguous).
+    for (int64_t i = 0; i < mr; ++i) {
+        __builtin_prefetch(c + i * rs_c, 1);
+        __builtin_prefetch(c + i * rs_c + (nr - 1) * cs_c, 1);
+    }
 
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {
@@ -273,6 +277,67 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
         }
 }
 
+// ---------------------------------------------------------------------------------------------
+// One thread's share: the serial blocked algorithm on C (M x N), with this thread's own buffers.
+void sgemm_serial(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
+                  int64_t cs_a, const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C,
+                  int64_t rs_c, int64_t cs_c, int64_t kc_max, bool pack_a_blocks) {
+    const int64_t nc_max = std::min<int64_t>(NC, round_up(N, NR));
+    float* b_pack = t_b_buffer.get(kc_max * nc_max);
+    float* a_pack = pack_a_blocks ? t_a_buffer.get(MC * kc_max) : nullptr;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        const int64_t nc = std::min<int64_t>(NC, N - jc);
+        for (int64_t pc = 0; pc < K; pc += kc_max) {
+            const int64_t kc = std::min<int64_t>(kc_max, K - pc);
+            // Only the first K block applies the caller's beta; later ones accumulate onto it.
+            const float beta_block = pc == 0 ? beta : 1.0f;
+            const float* B_block = B + pc * rs_b + jc * cs_b;
+            for (int64_t panel = 0; panel < ceil_div(nc, NR); ++panel)
+                pack_b_panel(panel, kc, nc, B_block, rs_b, cs_b, b_pack);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                const int64_t mc = std::min<int64_t>(MC, M - ic);
+                const float* A_block = A + ic * rs_a + pc * cs_a;
+                float* C_block = C + ic * rs_c + jc * cs_c;
+                if (pack_a_blocks) {
+                    pack_a(mc, kc, A_block, rs_a, cs_a, a_pack);
+                    macro_kernel_packed(mc, nc, kc, alpha, a_pack, b_pack, beta_block, C_block,
+                                        rs_c, cs_c);
+                } else {
+                    macro_kernel_unpacked_a(mc, nc, kc, alpha, A_block, rs_a, cs_a, b_pack,
+                                            beta_block, C_block, rs_c, cs_c);
+                }
+            }
+        }
+    }
+}
+
+// Threads split C into a grid of thread_rows x thread_cols rectangles, with edges on multiples
+// of MR and NR. Of the grids with the right number of cells, the one with the smallest
+// thread_rows/M + thread_cols/N wins: every thread packs all of A for its rows and all of B for
+// its columns, so that sum is the (small) cost of packing the same data twice.
+struct ThreadGrid {
+    int rows = 1, cols = 1;
+};
+ThreadGrid choose_grid(int threads, int64_t M, int64_t N) {
+    ThreadGrid best;
+    double best_cost = 1e300;
+    for (int rows = 1; rows <= threads; ++rows) {
+        if (threads % rows) continue;
+        const int cols = threads / rows;
+        if (rows > ceil_div(M, MR) || cols > ceil_div(N, NR)) continue;
+        const double cost = double(rows) / double(M) + double(cols) / double(N);
+        if (cost < best_cost) best_cost = cost, best = {rows, cols};
+    }
+    return best;
+}
+
+// Start of part `part` (0..parts) when `count` items, in units of `unit`, are cut into `parts`
+// nearly equal parts.
+int64_t split_point(int64_t count, int64_t unit, int64_t parts, int64_t part) {
+    const int64_t units = ceil_div(count, unit);
+    return std::min(count, (units * part / parts) * unit);
+}
+
 }  // namespace
 
 const char* sgemm_kernel_name() { return kKernelName; }
@@ -284,61 +349,29 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, rs_c, cs_c);
 
+    // K is cut into equal blocks (K = 300 gives 150 + 150, not 256 + 44). Every element of C
+    // then sees the same operations in the same order however C is split among threads (the
+    // zero padding of edge tiles adds nothing): the result does not depend on the thread count.
+    const int64_t kc_max = ceil_div(K, ceil_div(K, KC));
     const int64_t work = M * N * K;
     // Inside someone else's parallel region (an expert loop, a batch loop) we run on the calling
     // thread only: nested teams would oversubscribe the cores.
-    int threads = (work < kThreadLimit || omp_in_parallel()) ? 1 : omp_get_max_threads();
-    threads = static_cast<int>(std::min<int64_t>(threads, ceil_div(M, MR)));
-    const bool pack_a_blocks = !(threads == 1 && work < kNoPackALimit);
+    const int threads = (work < kThreadLimit || omp_in_parallel()) ? 1 : omp_get_max_threads();
+    const ThreadGrid grid = choose_grid(threads, M, N);
+    if (grid.rows * grid.cols == 1)
+        return sgemm_serial(M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c,
+                            kc_max, work >= kNoPackALimit);
 
-    // Block sizes for this call. K and M are cut into equal blocks (K=300 gives 150+150, not
-    // 256+44). The number of M blocks is a multiple of the thread count, so each thread gets the
-    // same work. Blocks start at multiples of MR whatever the thread count, and K is cut the same
-    // way, so every element of C sees the same operations in the same order: the result does not
-    // depend on the number of threads.
-    const int64_t kc_max = ceil_div(K, ceil_div(K, KC));
-    int64_t m_blocks = round_up(ceil_div(M, MC), threads);
-    const int64_t mc_max = round_up(ceil_div(M, m_blocks), MR);
-    m_blocks = ceil_div(M, mc_max);
-    const int64_t nc_max = std::min<int64_t>(NC, round_up(N, NR));
-
-    float* b_pack = t_b_buffer.get(kc_max * nc_max);  // the calling thread's buffer, team-shared
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(grid.rows * grid.cols)
     {
-        float* a_pack = pack_a_blocks ? t_a_buffer.get(mc_max * kc_max) : nullptr;
-        for (int64_t jc = 0; jc < N; jc += NC) {
-            const int64_t nc = std::min<int64_t>(NC, N - jc);
-            const int64_t n_panels = ceil_div(nc, NR);
-            for (int64_t pc = 0; pc < K; pc += kc_max) {
-                const int64_t kc = std::min<int64_t>(kc_max, K - pc);
-                // Only the first K block applies the caller's beta; later ones accumulate.
-                const float beta_block = pc == 0 ? beta : 1.0f;
-                const float* B_block = B + pc * rs_b + jc * cs_b;
-
-#pragma omp for schedule(static)
-                for (int64_t panel = 0; panel < n_panels; ++panel)
-                    pack_b_panel(panel, kc, nc, B_block, rs_b, cs_b, b_pack);
-                // (implicit barrier: the whole B panel is packed before anyone uses it)
-
-#pragma omp for schedule(static)
-                for (int64_t block = 0; block < m_blocks; ++block) {
-                    const int64_t ic = block * mc_max;
-                    const int64_t mc = std::min<int64_t>(mc_max, M - ic);
-                    const float* A_block = A + ic * rs_a + pc * cs_a;
-                    float* C_block = C + ic * rs_c + jc * cs_c;
-                    if (pack_a_blocks) {
-                        pack_a(mc, kc, A_block, rs_a, cs_a, a_pack);
-                        macro_kernel_packed(mc, nc, kc, alpha, a_pack, b_pack, beta_block, C_block,
-                                            rs_c, cs_c);
-                    } else {
-                        macro_kernel_unpacked_a(mc, nc, kc, alpha, A_block, rs_a, cs_a, b_pack,
-                                                beta_block, C_block, rs_c, cs_c);
-                    }
-                }
-                // (implicit barrier: nobody repacks B while another thread still reads it)
-            }
-        }
+        const int t = omp_get_thread_num();
+        const int64_t i0 = split_point(M, MR, grid.rows, t / grid.cols);
+        const int64_t i1 = split_point(M, MR, grid.rows, t / grid.cols + 1);
+        const int64_t j0 = split_point(N, NR, grid.cols, t % grid.cols);
+        const int64_t j1 = split_point(N, NR, grid.cols, t % grid.cols + 1);
+        if (i1 > i0 && j1 > j0)
+            sgemm_serial(i1 - i0, j1 - j0, K, alpha, A + i0 * rs_a, rs_a, cs_a, B + j0 * cs_b, rs_b,
+                         cs_b, beta, C + i0 * rs_c + j0 * cs_c, rs_c, cs_c, kc_max, true);
     }
 }
 

@@ -1,13 +1,169 @@
 // cpu/kernels_nn.cpp: CPU kernels for the neural-network ops (softmax, log_softmax,
-// cross_entropy, layer_norm).
+// cross_entropy, layer_norm). The op layer (engine/ops_nn.cpp) checks arguments, makes inputs
+// contiguous, allocates outputs and writes the backward passes; these are the forward loops.
+//
+// Numerics: every row first finds its max m and works with x - m, so exp() never overflows
+// (softmax([1000, 0]) = [1, 0], not NaN). Sums accumulate in double. Threads split the work over
+// independent rows only, so the result is the same bits for any thread count.
+#include <atomic>
 #include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/loops.h"
 
 namespace mg::cpu {
+namespace {
 
-void register_nn_kernels() {}
+// ---- softmax / log_softmax ------------------------------------------------------------------------
+// x and y contiguous, seen as (outer, R, inner) around attrs.dim. A "line" is the R values at a
+// fixed (outer, inner) position, p[r * inner]; each line is normalised on its own:
+//   softmax:     y_r = exp(x_r - m) / sum_j exp(x_j - m)
+//   log_softmax: y_r = x_r - m - log(sum_j exp(x_j - m))
+// A line that holds +inf, or only -inf, gives NaN, as in PyTorch.
+template <typename T> void softmax_line(const T* x, T* y, int64_t R, int64_t stride, bool log_output) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t r = 0; r < R; ++r) m = std::max(m, (double)x[r * stride]);
+    double total = 0;
+    for (int64_t r = 0; r < R; ++r) total += std::exp((double)x[r * stride] - m);
+    if (log_output) {
+        const double log_total = std::log(total);
+        for (int64_t r = 0; r < R; ++r) y[r * stride] = (T)((double)x[r * stride] - m - log_total);
+    } else {
+        const double inv_total = 1.0 / total;
+        for (int64_t r = 0; r < R; ++r) y[r * stride] = (T)(std::exp((double)x[r * stride] - m) * inv_total);
+    }
+}
+
+void softmax_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &y = args.out[0];
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
+    const bool log_output = args.op == OpId::log_softmax;
+    dispatch_floating(x.dtype(), op_name(args.op), [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = x.data_ptr<T>();
+        T* py = y.data_ptr<T>();
+        const int64_t lines = s.outer * s.inner;
+#pragma omp parallel for schedule(static) if (worth_parallel(lines * s.reduced) && lines > 1)
+        for (int64_t line = 0; line < lines; ++line) {
+            const int64_t o = line / s.inner, i = line % s.inner;
+            const int64_t base = o * s.reduced * s.inner + i;
+            softmax_line(px + base, py + base, s.reduced, s.inner, log_output);
+        }
+    });
+}
+
+// ---- cross_entropy --------------------------------------------------------------------------------
+// in:  logits (N, C) contiguous float, targets (N) contiguous int32/int64
+// out: loss () = sum_i w_i * (lse_i - logits[i, t_i])
+//      lse (N)        = log sum_c exp(logits[i, c]), per row (the backward's softmax is exp(logits - lse))
+//      row_weight (N) = 1 / n_valid for rows whose target is not attrs.index (ignore_index), else 0
+// With no valid row at all the loss is 0 and every weight is 0 (so is the gradient).
+void cross_entropy_kernel(const KernelArgs& args) {
+    const Tensor &logits = args.in[0], &targets = args.in[1];
+    const Tensor &loss = args.out[0], &lse = args.out[1], &row_weight = args.out[2];
+    const int64_t N = logits.shape()[0], C = logits.shape()[1];
+    const int64_t ignore_index = args.attrs.index;
+    std::vector<double> row_loss(N, 0.0);
+    std::vector<uint8_t> valid(N, 0);
+    std::atomic<int64_t> first_bad_row{N};  // the smallest row with an out-of-range target
+    dispatch_floating(logits.dtype(), "cross_entropy", [&](auto tag) {
+        using T = decltype(tag);
+        dispatch_index(targets.dtype(), "cross_entropy", [&](auto itag) {
+            using I = decltype(itag);
+            const T* pl = logits.data_ptr<T>();
+            const I* pt = targets.data_ptr<I>();
+            T* plse = lse.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (worth_parallel(N * C) && N > 1)
+            for (int64_t i = 0; i < N; ++i) {
+                const T* row = pl + i * C;
+                double m = -std::numeric_limits<double>::infinity();
+                for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)row[c]);
+                double total = 0;
+                for (int64_t c = 0; c < C; ++c) total += std::exp((double)row[c] - m);
+                const double row_lse = m + std::log(total);
+                plse[i] = (T)row_lse;
+                const int64_t t = (int64_t)pt[i];
+                if (t == ignore_index) continue;
+                if (t < 0 || t >= C) {
+                    int64_t seen = first_bad_row.load();
+                    while (i < seen && !first_bad_row.compare_exchange_weak(seen, i)) {}
+                    continue;
+                }
+                valid[i] = 1;
+                row_loss[i] = row_lse - (double)row[t];
+            }
+            if (first_bad_row.load() < N) {
+                const int64_t i = first_bad_row.load();
+                throw std::out_of_range("cross_entropy: target " + std::to_string((int64_t)pt[i]) + " at row " +
+                                        std::to_string(i) + " is out of range for " + std::to_string(C) +
+                                        " classes (valid: 0.." + std::to_string(C - 1) + ", or ignore_index " +
+                                        std::to_string(ignore_index) + ")");
+            }
+            // The mean, added in row order on one thread: the same bits for any thread count.
+            int64_t n_valid = 0;
+            double total_loss = 0;
+            for (int64_t i = 0; i < N; ++i) {
+                n_valid += valid[i];
+                total_loss += row_loss[i];
+            }
+            const double inv_n = n_valid > 0 ? 1.0 / (double)n_valid : 0.0;
+            loss.data_ptr<T>()[0] = (T)(total_loss * inv_n);
+            T* pw = row_weight.data_ptr<T>();
+            for (int64_t i = 0; i < N; ++i) pw[i] = valid[i] ? (T)inv_n : T(0);
+        });
+    });
+}
+
+// ---- layer_norm -----------------------------------------------------------------------------------
+// in:  x (rows, D) contiguous, weight (D), bias (D) (the op passes ones / zeros when absent)
+// out: y (rows, D) = (x - mean) * rstd * weight + bias
+//      mean (rows), rstd (rows) = 1 / sqrt(var + eps), var the biased variance (divide by D)
+// Two passes over each row (mean, then the squared deviations) in double: no cancellation.
+void layer_norm_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &weight = args.in[1], &bias = args.in[2];
+    const Tensor &y = args.out[0], &mean_out = args.out[1], &rstd_out = args.out[2];
+    const int64_t D = x.shape().empty() ? 1 : x.shape().back();
+    const int64_t rows = D == 0 ? 0 : x.numel() / D;
+    const double eps = args.attrs.scalar;
+    dispatch_floating(x.dtype(), "layer_norm", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = x.data_ptr<T>();
+        const T* pw = weight.data_ptr<T>();
+        const T* pb = bias.data_ptr<T>();
+        T* py = y.data_ptr<T>();
+        T* pmean = mean_out.data_ptr<T>();
+        T* prstd = rstd_out.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (worth_parallel(rows * D) && rows > 1)
+        for (int64_t r = 0; r < rows; ++r) {
+            const T* row = px + r * D;
+            double sum = 0;
+            for (int64_t d = 0; d < D; ++d) sum += row[d];
+            const double mean = sum / (double)D;
+            double squares = 0;
+            for (int64_t d = 0; d < D; ++d) {
+                const double dev = (double)row[d] - mean;
+                squares += dev * dev;
+            }
+            const double rstd = 1.0 / std::sqrt(squares / (double)D + eps);
+            for (int64_t d = 0; d < D; ++d)
+                py[r * D + d] = (T)(((double)row[d] - mean) * rstd * (double)pw[d] + (double)pb[d]);
+            pmean[r] = (T)mean;
+            prstd[r] = (T)rstd;
+        }
+    });
+}
+
+}  // namespace
+
+void register_nn_kernels() {
+    register_kernel(Device::CPU, OpId::softmax, softmax_kernel);
+    register_kernel(Device::CPU, OpId::log_softmax, softmax_kernel);
+    register_kernel(Device::CPU, OpId::cross_entropy, cross_entropy_kernel);
+    register_kernel(Device::CPU, OpId::layer_norm, layer_norm_kernel);
+}
 
 }  // namespace mg::cpu

@@ -1,10 +1,184 @@
 // cpu/kernels_sort.cpp: CPU kernels for topk, argsort and multinomial sampling.
+//
+// topk and argsort work on the lines of a contiguous tensor seen as (outer, R, inner) around
+// attrs.dim (as the reductions do): each line is copied into a small buffer of (value, index)
+// pairs, selected or sorted there, and written back. Lines are independent, so threads split them
+// with no effect on the result.
+//
+// Order: values compare as numbers, with NaN above everything (as in PyTorch's sort); equal values
+// keep the lower index first, in ascending and descending order alike.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "engine/backend.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/loops.h"
+#include "engine/random.h"
 
 namespace mg::cpu {
+namespace {
 
-void register_sort_kernels() {}
+// a < b, with NaN the largest value (and NaN == NaN): a strict weak order even with NaNs.
+template <typename T> bool value_less(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) {
+        if (std::isnan(a)) return false;
+        if (std::isnan(b)) return true;
+    }
+    return a < b;
+}
+
+// Calls f(line_in, line_out, scratch) for every line, where line_in / line_out are the offsets of
+// the line's first element in the input (length R) and the output (length L) and both step by
+// `inner`. Parallel over lines when the work pays; each thread has its own scratch (type S).
+template <typename S, typename F> void for_each_line(ReduceShape s, int64_t L, int64_t work, F f) {
+    const int64_t lines = s.outer * s.inner;
+#pragma omp parallel if (worth_parallel(work) && lines > 1)
+    {
+        S scratch;
+#pragma omp for schedule(static)
+        for (int64_t line = 0; line < lines; ++line) {
+            const int64_t o = line / s.inner, i = line % s.inner;
+            f(o * s.reduced * s.inner + i, o * L * s.inner + i, scratch);
+        }
+    }
+}
+
+// ---- topk ----------------------------------------------------------------------------------------
+// in: x contiguous; out: values and int64 indices, x's shape with k at attrs.dim.
+// attrs.k = k, attrs.flag = largest. The k best of each line, best first.
+void topk_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &values = args.out[0], &indices = args.out[1];
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
+    const int64_t k = args.attrs.k, R = s.reduced, inner = s.inner;
+    const bool largest = args.attrs.flag;
+    dispatch_dtype(x.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = x.data_ptr<T>();
+        T* pv = values.data_ptr<T>();
+        int64_t* pi = indices.data_ptr<int64_t>();
+        // "a goes before b": the better value, or the lower index on a tie. A strict total order,
+        // so the selection does not depend on the algorithm.
+        auto before = [largest](T va, int64_t ia, T vb, int64_t ib) {
+            if (value_less(va, vb)) return !largest;
+            if (value_less(vb, va)) return largest;
+            return ia < ib;
+        };
+        using Scratch = std::vector<std::pair<T, int64_t>>;
+        for_each_line<Scratch>(s, k, x.numel(), [&](int64_t in0, int64_t out0, Scratch& buf) {
+            buf.clear();
+            if (k <= 8) {
+                // Small k (the MoE router's case): keep the best k seen so far, sorted, in a k-sized
+                // buffer; each new value is inserted in place or dropped. About R * k comparisons
+                // at worst, usually ~R since most values lose to the current k-th.
+                for (int64_t r = 0; r < R; ++r) {
+                    const T v = px[in0 + r * inner];
+                    if ((int64_t)buf.size() == k && !before(v, r, buf.back().first, buf.back().second)) continue;
+                    if ((int64_t)buf.size() < k) buf.emplace_back(v, r);
+                    else buf.back() = {v, r};
+                    for (size_t j = buf.size() - 1; j > 0 && before(buf[j].first, buf[j].second, buf[j - 1].first,
+                                                                       buf[j - 1].second); --j)
+                        std::swap(buf[j], buf[j - 1]);
+                }
+            } else {
+                for (int64_t r = 0; r < R; ++r) buf.emplace_back(px[in0 + r * inner], r);
+                std::partial_sort(buf.begin(), buf.begin() + k, buf.end(), [&](const auto& a, const auto& b) {
+                    return before(a.first, a.second, b.first, b.second);
+                });
+            }
+            for (int64_t j = 0; j < k; ++j) {
+                pv[out0 + j * inner] = buf[j].first;
+                pi[out0 + j * inner] = buf[j].second;
+            }
+        });
+    });
+}
+
+// ---- argsort -------------------------------------------------------------------------------------
+// in: x contiguous; out: int64 indices of x's shape. attrs.flag = descending. Stable: equal values
+// keep their original order (std::stable_sort), in both directions.
+void argsort_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &indices = args.out[0];
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
+    const int64_t R = s.reduced, inner = s.inner;
+    const bool descending = args.attrs.flag;
+    dispatch_dtype(x.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = x.data_ptr<T>();
+        int64_t* pi = indices.data_ptr<int64_t>();
+        using Scratch = std::vector<std::pair<T, int64_t>>;
+        for_each_line<Scratch>(s, R, x.numel(), [&](int64_t in0, int64_t out0, Scratch& buf) {
+            buf.clear();
+            for (int64_t r = 0; r < R; ++r) buf.emplace_back(px[in0 + r * inner], r);
+            std::stable_sort(buf.begin(), buf.end(), [descending](const auto& a, const auto& b) {
+                return descending ? value_less(b.first, a.first) : value_less(a.first, b.first);
+            });
+            for (int64_t r = 0; r < R; ++r) pi[out0 + r * inner] = buf[r].second;
+        });
+    });
+}
+
+// ---- multinomial ---------------------------------------------------------------------------------
+// in: probs (N, C) contiguous, rows of non-negative weights (need not sum to 1).
+// out: (N, S) int64 class ids, drawn with replacement. attrs.seed / attrs.offset are the Philox
+// key and first counter block (the op reserved N * S elements), so sample j of row n uses
+// u = uniform_open(philox_bits(seed, offset, n * S + j)) whatever the thread or device.
+// Inverse CDF: the class c with cdf[c-1] <= u * total < cdf[c]; a zero-weight class has an empty
+// interval and is never drawn.
+void multinomial_kernel(const KernelArgs& args) {
+    const Tensor &probs = args.in[0], &out = args.out[0];
+    const int64_t N = probs.shape()[0], C = probs.shape()[1], S = out.shape()[1];
+    const uint64_t seed = args.attrs.seed, offset = args.attrs.offset;
+    // Per row: 0 = fine, 1 = a negative / NaN / infinite entry, 2 = the weights sum to 0.
+    std::vector<uint8_t> row_error(N, 0);
+    dispatch_floating(probs.dtype(), "multinomial", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pp = probs.data_ptr<T>();
+        int64_t* po = out.data_ptr<int64_t>();
+#pragma omp parallel if (worth_parallel(N * (C + S)) && N > 1)
+        {
+            std::vector<double> cdf(C);
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < N; ++n) {
+                const T* row = pp + n * C;
+                double total = 0;
+                int64_t last_positive = -1;
+                for (int64_t c = 0; c < C; ++c) {
+                    const double p = (double)row[c];
+                    if (!(p >= 0) || std::isinf(p)) row_error[n] = 1;
+                    if (p > 0) last_positive = c;
+                    total += p;
+                    cdf[c] = total;
+                }
+                if (row_error[n] == 0 && !(total > 0)) row_error[n] = 2;
+                if (row_error[n]) continue;
+                for (int64_t j = 0; j < S; ++j) {
+                    const double u = uniform_open(philox_bits(seed, offset, (uint64_t)(n * S + j)));
+                    const double target = u * total;
+                    int64_t c = std::upper_bound(cdf.begin(), cdf.end(), target) - cdf.begin();
+                    // u * total can round up to total itself: then take the last class with weight.
+                    po[n * S + j] = c < C ? c : last_positive;
+                }
+            }
+        }
+    });
+    for (int64_t n = 0; n < N; ++n) {
+        if (row_error[n] == 1)
+            throw std::invalid_argument("multinomial: row " + std::to_string(n) +
+                                        " holds a negative, infinite or NaN probability");
+        if (row_error[n] == 2)
+            throw std::invalid_argument("multinomial: row " + std::to_string(n) +
+                                        " has a non-positive sum; every row needs some positive weight");
+    }
+}
+
+}  // namespace
+
+void register_sort_kernels() {
+    register_kernel(Device::CPU, OpId::topk, topk_kernel);
+    register_kernel(Device::CPU, OpId::argsort, argsort_kernel);
+    register_kernel(Device::CPU, OpId::multinomial, multinomial_kernel);
+}
 
 }  // namespace mg::cpu
