@@ -1,5 +1,7 @@
 #include "nn/module.h"
 
+#include <utility>
+
 namespace mg::nn {
 
 namespace {
@@ -26,6 +28,25 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
 std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
     std::vector<std::pair<std::string, Tensor>> out;
     walk(*this, "", out, [](const Module& m) { return m.buffers_; });
+    return out;
+}
+
+std::vector<std::pair<std::string, const Module*>> Module::named_modules() const {
+    std::vector<std::pair<std::string, const Module*>> out;
+    std::vector<std::pair<std::string, const Module*>> stack{{"", this}};
+    while (!stack.empty()) {
+        auto [name, mod] = stack.back();
+        stack.pop_back();
+        out.emplace_back(name, mod);
+        const auto& kids = mod->children();
+        for (auto it = kids.rbegin(); it != kids.rend(); ++it) stack.emplace_back(name + it->first + ".", it->second.get());
+    }
+    return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+    std::vector<std::pair<std::string, Module*>> out;
+    for (auto& [name, mod] : std::as_const(*this).named_modules()) out.emplace_back(name, const_cast<Module*>(mod));
     return out;
 }
 

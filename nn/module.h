@@ -4,6 +4,7 @@
 // parameters() / named_parameters() walk the tree in registration order, with dotted names
 // ("blocks.0.attn.q_proj.weight"), which is also the order and naming of checkpoints.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -54,6 +55,17 @@ protected:
 public:
     // Buffers walk like parameters (checkpoints save both).
     std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+    // This module and every descendant, pre-order, with dotted prefixes ("" for this one,
+    // "blocks.0.", "blocks.0.attn.", ...): the same order and names as named_parameters().
+    std::vector<std::pair<std::string, const Module*>> named_modules() const;
+    std::vector<std::pair<std::string, Module*>> named_modules();
+
+    // State that is not a tensor (as torch's get_extra_state): e.g. the generator of a Dropout
+    // layer. Checkpoints store it as strings in the safetensors "__metadata__", so that a resumed
+    // run draws the same random numbers. set_extra_state gets exactly the keys extra_state gave
+    // and throws std::invalid_argument when a value does not parse.
+    virtual std::map<std::string, std::string> extra_state() const { return {}; }
+    virtual void set_extra_state(const std::map<std::string, std::string>&) {}
 
 private:
     std::vector<std::pair<std::string, Tensor>> params_;
