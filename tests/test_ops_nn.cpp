@@ -1,0 +1,223 @@
+// Forward values and errors of the neural-network ops (engine/ops_nn.cpp): softmax, log_softmax,
+// cross_entropy, layer_norm, embedding, dropout. Expected numbers are worked out by hand in the
+// comments (exp(1) = 2.718281828, exp(2) = 7.389056099, exp(3) = 20.08553692).
+#include <omp.h>
+
+#include "tests/helpers.h"
+
+using namespace mg;
+using mg::test::check_values;
+
+namespace {
+Tensor f64(const std::vector<double>& v, const Shape& shape) { return Tensor::from_vector(v, shape); }
+Tensor i64(const std::vector<int64_t>& v, const Shape& shape) { return Tensor::from_vector(v, shape); }
+}  // namespace
+
+// ---- softmax / log_softmax ---------------------------------------------------------------------
+TEST_CASE("softmax of [1, 2, 3]") {
+    // sum = e + e^2 + e^3 = 30.19287485
+    Tensor y = softmax(Tensor::from_vector({1.f, 2.f, 3.f}, {3}));
+    check_values(y, {0.09003057, 0.24472847, 0.66524096});
+    check_values(log_softmax(Tensor::from_vector({1.f, 2.f, 3.f}, {3})), {-2.40760596, -1.40760596, -0.40760596});
+}
+
+TEST_CASE("softmax along dim 0 and a middle dim matches the last-dim softmax of the transpose") {
+    Generator gen(3);
+    Tensor x = randn({3, 4, 5}, gen, DType::Float64);
+    for (int64_t dim : {0, 1, 2}) {
+        CAPTURE(dim);
+        Tensor moved = x.transpose(dim, 2).contiguous();
+        Tensor expected = softmax(moved, -1).transpose(dim, 2);
+        CHECK(mg::test::allclose(softmax(x, dim), expected.contiguous(), 1e-12, 1e-14));
+        Tensor expected_log = log_softmax(moved, -1).transpose(dim, 2);
+        CHECK(mg::test::allclose(log_softmax(x, dim), expected_log.contiguous(), 1e-12, 1e-14));
+        // Each line sums to 1.
+        CHECK(mg::test::allclose(sum(softmax(x, dim), dim), Tensor::ones(sum(x, dim).shape(), DType::Float64)));
+    }
+}
+
+TEST_CASE("softmax of a non-contiguous view and of a 0-d tensor") {
+    Tensor x = f64({1, 4, 2, 5, 3, 6}, {3, 2}).t();  // [[1, 2, 3], [4, 5, 6]] as a view
+    check_values(softmax(x, 1), {0.09003057, 0.24472847, 0.66524096, 0.09003057, 0.24472847, 0.66524096});
+    check_values(softmax(Tensor::scalar(7.0)), {1.0});
+    check_values(log_softmax(Tensor::scalar(7.0)), {0.0});
+}
+
+TEST_CASE("softmax / log_softmax of extreme values stay finite") {
+    Tensor y = softmax(Tensor::from_vector({1000.f, 0.f}, {2}));
+    check_values(y, {1.0, 0.0});
+    Tensor ly = log_softmax(Tensor::from_vector({1000.f, 0.f}, {2}));
+    check_values(ly, {0.0, -1000.0});
+    Tensor neg = softmax(Tensor::from_vector({-1000.f, -1001.f}, {2}));
+    check_values(neg, {0.7310585786, 0.2689414214});
+    // A masked position (-inf) gets exactly 0.
+    Tensor masked = softmax(f64({0, -INFINITY, 0}, {3}));
+    check_values(masked, {0.5, 0.0, 0.5});
+}
+
+TEST_CASE("softmax: errors name the op") {
+    CHECK_THROWS_WITH_AS(softmax(i64({1, 2}, {2})), doctest::Contains("softmax"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(log_softmax(f64({1, 2}, {2}), 3), doctest::Contains("log_softmax"), std::exception);
+}
+
+TEST_CASE("softmax: float32 and float64 agree, and threads do not change the bits") {
+    Generator gen(11);
+    Tensor x = randn({300, 257}, gen, DType::Float64) * 4.0;  // big enough to run in parallel
+    Tensor y64 = softmax(x);
+    Tensor y32 = softmax(x.to(DType::Float32));
+    CHECK(mg::test::allclose(y32.to(DType::Float64), y64, 1e-5, 1e-7));
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    Tensor serial = log_softmax(x);
+    omp_set_num_threads(threads);
+    CHECK(serial.to_vector<double>() == log_softmax(x).to_vector<double>());
+}
+
+// ---- cross_entropy -----------------------------------------------------------------------------
+TEST_CASE("cross_entropy on a 2x3 example computed by hand") {
+    // Row 0: logits [1, 2, 3], target 2: lse = 3.40760596, loss 0.40760596.
+    // Row 1: logits [1, 1, 1], target 0: loss log 3 = 1.09861229. Mean: 0.75310912.
+    Tensor logits = f64({1, 2, 3, 1, 1, 1}, {2, 3});
+    check_values(cross_entropy(logits, i64({2, 0}, {2})), {0.75310912});
+    // int32 targets and float32 logits work too.
+    Tensor t32 = Tensor::from_vector(std::vector<int32_t>{2, 0}, {2});
+    check_values(cross_entropy(logits.to(DType::Float32), t32), {0.75310912});
+    // Equals the unfused -mean(log_softmax[target]).
+    Tensor lsm = log_softmax(logits, 1);
+    CHECK(cross_entropy(logits, i64({2, 0}, {2})).item() ==
+          doctest::Approx(-(lsm.at({0, 2}) + lsm.at({1, 0})) / 2).epsilon(1e-12));
+}
+
+TEST_CASE("cross_entropy ignores ignore_index targets") {
+    Tensor logits = f64({1, 2, 3, 1, 1, 1, 5, 0, 0}, {3, 3});
+    // Only row 0 counts.
+    check_values(cross_entropy(logits, i64({2, -100, -100}, {3})), {0.40760596});
+    // Another ignore_index.
+    check_values(cross_entropy(logits, i64({2, 0, 7}, {3}), 7), {0.75310912});
+    // All ignored: 0 (documented), and a zero gradient.
+    Tensor x = logits.clone().set_requires_grad(true);
+    Tensor loss = cross_entropy(x, i64({-100, -100, -100}, {3}));
+    CHECK(loss.item() == 0.0);
+    loss.backward();
+    CHECK(mg::test::allclose(x.grad(), Tensor::zeros({3, 3}, DType::Float64)));
+}
+
+TEST_CASE("cross_entropy of extreme logits stays finite") {
+    Tensor logits = Tensor::from_vector({1000.f, 0.f, 0.f, 1000.f}, {2, 2});
+    check_values(cross_entropy(logits, i64({0, 0}, {2})), {500.0});
+}
+
+TEST_CASE("cross_entropy: errors name the op, the shapes and the bad values") {
+    Tensor logits = f64({1, 2, 3, 1, 1, 1}, {2, 3});
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, i64({2, 3}, {2})),
+                         doctest::Contains("cross_entropy: target 3 at row 1 is out of range for 3 classes"),
+                         std::out_of_range);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, i64({-1, 0}, {2})), doctest::Contains("target -1"), std::out_of_range);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, i64({0, 0, 0}, {3})), doctest::Contains("[2, 3]"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(cross_entropy(f64({1, 2, 3}, {3}), i64({0}, {1})), doctest::Contains("cross_entropy"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(cross_entropy(logits, f64({0, 1}, {2})), doctest::Contains("cross_entropy: targets"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(cross_entropy(i64({0, 1}, {1, 2}), i64({0}, {1})), doctest::Contains("cross_entropy"),
+                         std::invalid_argument);
+}
+
+// ---- layer_norm --------------------------------------------------------------------------------
+TEST_CASE("layer_norm of a small row, with and without weight and bias") {
+    // x = [1, 2, 3, 4]: mean 2.5, var 1.25, rstd = 1/sqrt(1.25 + 1e-5) = 0.894423613
+    // xhat = [-1.341635, -0.447212, 0.447212, 1.341635]
+    Tensor x = f64({1, 2, 3, 4}, {1, 4});
+    check_values(layer_norm(x, Tensor(), Tensor()), {-1.3416354, -0.4472118, 0.4472118, 1.3416354});
+    // weight [1, 2, 0.5, -1], bias [0, 1, 0, 10]
+    Tensor w = f64({1, 2, 0.5, -1}, {4}), b = f64({0, 1, 0, 10}, {4});
+    check_values(layer_norm(x, w, b), {-1.3416354, 0.1055764, 0.2236059, 8.6583646});
+    // bias only, weight only
+    check_values(layer_norm(x, Tensor(), b), {-1.3416354, 0.5527882, 0.4472118, 11.3416354});
+    check_values(layer_norm(x, w, Tensor()), {-1.3416354, -0.8944236, 0.2236059, -1.3416354});
+    // eps = 0 and a 3-d input: rows are normalised independently.
+    Tensor x3 = f64({1, 2, 3, 4, 10, 10, 10, 12}, {2, 1, 4});
+    Tensor y3 = layer_norm(x3, Tensor(), Tensor(), 0.0);
+    CHECK(y3.shape() == Shape{2, 1, 4});
+    // second row: mean 10.5, var 0.75
+    check_values(y3, {-1.3416408, -0.4472136, 0.4472136, 1.3416408, -0.5773503, -0.5773503, -0.5773503, 1.7320508});
+}
+
+TEST_CASE("layer_norm: float32 matches float64") {
+    Generator gen(4);
+    Tensor x = randn({64, 33}, gen, DType::Float64) * 3.0 + 5.0;
+    Tensor w = randn({33}, gen, DType::Float64), b = randn({33}, gen, DType::Float64);
+    Tensor y64 = layer_norm(x, w, b);
+    Tensor y32 = layer_norm(x.to(DType::Float32), w.to(DType::Float32), b.to(DType::Float32));
+    CHECK(mg::test::allclose(y32.to(DType::Float64), y64, 1e-4, 1e-5));
+}
+
+TEST_CASE("layer_norm: errors name the op and the shapes") {
+    Tensor x = f64({1, 2, 3, 4, 5, 6}, {2, 3});
+    CHECK_THROWS_WITH_AS(layer_norm(x, f64({1, 1}, {2}), Tensor()),
+                         doctest::Contains("layer_norm: weight of shape [2]"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm(x, Tensor(), f64({1, 1, 1, 1}, {4})), doctest::Contains("[2, 3]"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm(x, Tensor::ones({3}), Tensor()), doctest::Contains("layer_norm"),
+                         std::invalid_argument);  // float32 weight, float64 input
+    CHECK_THROWS_WITH_AS(layer_norm(i64({1, 2}, {2}), Tensor(), Tensor()), doctest::Contains("layer_norm"),
+                         std::invalid_argument);
+}
+
+// ---- embedding ---------------------------------------------------------------------------------
+TEST_CASE("embedding looks up rows, keeping the indices' shape") {
+    Tensor table = f64({0, 1, 10, 11, 20, 21}, {3, 2});  // 3 tokens, D = 2
+    Tensor out = embedding(table, i64({2, 0, 2, 1}, {2, 2}));
+    CHECK(out.shape() == Shape{2, 2, 2});
+    check_values(out, {20, 21, 0, 1, 20, 21, 10, 11});
+    Tensor one = embedding(table, Tensor::from_vector(std::vector<int32_t>{1}, {1}));
+    check_values(one, {10, 11});
+}
+
+TEST_CASE("embedding: a bad id names the op and the table size") {
+    Tensor table = f64({0, 1, 10, 11, 20, 21}, {3, 2});
+    CHECK_THROWS_WITH_AS(embedding(table, i64({0, 3}, {2})), doctest::Contains("embedding"), std::out_of_range);
+    CHECK_THROWS_WITH_AS(embedding(table, i64({0, 3}, {2})), doctest::Contains("index 3"), std::out_of_range);
+    CHECK_THROWS_WITH_AS(embedding(table, f64({0}, {1})), doctest::Contains("embedding: indices"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(embedding(f64({1, 2}, {2}), i64({0}, {1})), doctest::Contains("embedding: weight"),
+                         std::invalid_argument);
+}
+
+// ---- dropout -----------------------------------------------------------------------------------
+TEST_CASE("dropout drops about p of the values and scales the rest by 1/(1-p)") {
+    Generator gen(7);
+    const double p = 0.3;
+    Tensor x = Tensor::ones({200, 100}, DType::Float32);
+    std::vector<float> y = dropout(x, p, true, gen).to_vector<float>();
+    int64_t dropped = 0;
+    for (float v : y) {
+        if (v == 0.f) ++dropped;
+        else CHECK(v == doctest::Approx(1.0 / (1.0 - p)));
+    }
+    double frac = (double)dropped / (double)y.size();
+    double se = std::sqrt(p * (1 - p) / (double)y.size());  // ~0.0032
+    CHECK(std::abs(frac - p) < 4 * se);
+}
+
+TEST_CASE("dropout is the identity in eval mode or with p = 0, and checks p") {
+    Generator gen(7);
+    Tensor x = f64({1, 2, 3}, {3});
+    CHECK(dropout(x, 0.5, false, gen).same(x));
+    CHECK(dropout(x, 0.0, true, gen).same(x));
+    CHECK(gen.offset() == 0);  // nothing drawn
+    CHECK_THROWS_WITH_AS(dropout(x, 1.0, true, gen), doctest::Contains("dropout: p"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(dropout(x, -0.1, true, gen), doctest::Contains("dropout"), std::invalid_argument);
+}
+
+TEST_CASE("dropout: the same generator state replays the same mask") {
+    Generator gen(99);
+    gen.reserve(12);
+    auto state = gen.state();
+    Tensor x = Tensor::ones({1000}, DType::Float64);
+    std::vector<double> first = dropout(x, 0.5, true, gen).to_vector<double>();
+    std::vector<double> second = dropout(x, 0.5, true, gen).to_vector<double>();
+    CHECK(first != second);  // the generator moved on
+    gen.set_state(state);
+    CHECK(dropout(x, 0.5, true, gen).to_vector<double>() == first);
+}
