@@ -2,23 +2,25 @@
 //
 // sgemm follows the BLIS/GotoBLAS loop nest. For C (M x N) += A (M x K) @ B (K x N):
 //
-//   for jc in N step NC:              B panel (KC x NC) lives in L3, shared by the threads
+//   for jc in N step NC:              B panel (KC x NC) lives in L3
 //     for pc in K step KC:
-//       pack B(pc:pc+kc, jc:jc+nc)    into NR-wide micro-panels (threads share the work)
-//       for ic in M step MC:          split across threads; each packs its own A block
+//       pack B(pc:pc+kc, jc:jc+nc)    into NR-wide micro-panels
+//       for ic in M step MC:
 //         pack A(ic:ic+mc, pc:pc+kc)  into MR-tall micro-panels (MC x KC lives in L2)
 //         for jr in nc step NR:       one B micro-panel (KC x NR) stays in L1 ...
 //           for ir in mc step MR:     ... while MR x NR tiles of C are computed in registers
 //             micro_kernel(kc, A micro-panel, B micro-panel, C tile)
 //
 // The micro-kernel keeps an MR x NR tile of C in vector registers and, for each k, does one
-// rank-1 update: load NR values of B, broadcast MR values of A, MR*NR/W fused multiply-adds.
+// rank-1 update: load NR values of B, broadcast MR values of A, 2*MR vector fused multiply-adds.
 // Packing makes every load in that loop contiguous and aligned whatever the strides of A and B,
 // and pads edge panels with zeros so the kernel never needs a remainder loop over k or j.
 //
-// Small products (the demo's 64x20x64) skip packing A: the kernel broadcasts A straight from
-// memory through its strides, and only B (tiny) is packed. Threads are only started when the
-// product is big enough to pay for them.
+// Threads split C into a grid of rectangles (2 threads: two halves) and each runs that loop nest
+// on its own rectangle with its own packing buffers: no barrier, nothing shared. Threads are only
+// started when the product is big enough to pay for them. Small products (the demo's 64x20x64)
+// also skip packing A: the kernel broadcasts A straight from memory through its strides, and
+// only B (tiny) is packed.
 //
 // The bench/gemm/ programs 1..6 build this up one step at a time; docs/engine/gemm.md has the
 // measured GFLOP/s of each step.
@@ -101,8 +103,9 @@ constexpr int64_t KC = 256;
 constexpr int64_t NC = 4080 / NR * NR;  // multiple of NR
 static_assert(MC % MR == 0 && NC % NR == 0, "blocks must hold whole micro-panels");
 
-// Below this many multiply-adds (M*N*K) the product runs on one thread: starting the team and
-// its barriers costs more than it saves. Below kNoPackALimit, A is not packed either.
+// Below this many multiply-adds (M*N*K) the product runs on one thread: waking the team costs
+// more than it saves. Below kNoPackALimit, A is not packed either (the copy would cost more than
+// the strided reads it saves).
 constexpr int64_t kThreadLimit = 96 * 96 * 96;
 constexpr int64_t kNoPackALimit = 128 * 128 * 128;
 
@@ -112,8 +115,7 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // ---------------------------------------------------------------------------------------------
 // Scratch buffers. Each thread owns its own (thread_local), grown on demand and kept between
 // calls: no allocation (and no page faults) in the steady state, and no buffer is ever shared by
-// two concurrent sgemm calls. The B panel of a call is the calling thread's buffer, which the
-// OpenMP team of that call reads.
+// two threads or two concurrent sgemm calls.
 struct AlignedBuffer {
     float* data = nullptr;
     int64_t capacity = 0;  // floats
