@@ -5,7 +5,7 @@
 //                    engine/cuda/register.cu). tests/test_op_table.cpp checks none is missing.
 //   kind View      : no kernel; the result shares the input's storage (shape/strides/offset change).
 //   kind Composite : no kernel of its own; written with other ops, so it runs on every device.
-//   differentiable : has a backward, and tests/test_gradcheck.cpp must hold a finite-difference
+//   differentiable : has a backward, and a GRADCHECK test (tests/test_gradcheck_*.cpp) must hold a finite-difference
 //                    check for it (the op-table test fails otherwise).
 //
 // To add an op: add a line here, declare it in engine/ops.h, write forward + backward in the
@@ -82,6 +82,10 @@ namespace mg {
     OP(copy, Kernel, true)                                                     \
     OP(concat, Composite, true)                                                \
     OP(split, Composite, true)                                                 \
+    /* attention (engine/ops_attention.cpp) */                                 \
+    OP(attention_reference, Composite, true)                                   \
+    OP(attention, Kernel, true)                                                \
+    OP(attention_backward, Kernel, false)                                      \
     /* creation and random numbers (engine/ops_create.cpp) */                  \
     OP(fill, Kernel, false)                                                    \
     OP(arange, Kernel, false)                                                  \

@@ -114,6 +114,26 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& x, int64_t chunk_size, int64_t dim = 0);
 
+// ---- attention (ops_attention.cpp; walk-through: docs/nn/attention.md) ---------------------------
+// Scaled dot-product attention, softmax(q k^T * scale [+ causal mask]) v, per (batch, head).
+// q (B, H, Tq, Dh), k and v (B, H, Tk, Dh) -> (B, H, Tq, Dh); causal needs Tq == Tk and lets
+// query t see keys 0..t. The usual scale is 1 / sqrt(Dh). Inputs may be strided views.
+// The straightforward version, in engine ops (matmul, masked_fill, softmax, matmul): it keeps
+// (B, H, Tq, Tk) scores and probabilities alive for the backward, O(T^2) memory per head.
+Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+// The memory-efficient version: one kernel, tiled, online softmax (FlashAttention); its backward
+// (attention_backward) recomputes the score tiles from q, k and each row's logsumexp, so no
+// T x T tensor is ever allocated. Agrees with attention_reference to float tolerance.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+// The backward of attention as its own op (no gradient of its own): given the forward's out
+// (B, H, Tq, Dh), lse (B, H, Tq) (logsumexp of each row of scaled, masked scores) and grad_out
+// (B, H, Tq, Dh), the gradients of q, k and v.
+struct AttentionGrads {
+    Tensor q, k, v;
+};
+AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                  const Tensor& lse, const Tensor& grad_out, bool causal, double scale);
+
 // ---- random numbers (ops_create.cpp) ---------------------------------------------------------
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::Float32, Device device = Device::CPU);
 Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::Float32, Device device = Device::CPU);

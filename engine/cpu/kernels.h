@@ -11,5 +11,6 @@ void register_matmul_kernels();       // kernels_matmul.cpp: matmul (batched, st
 void register_nn_kernels();           // kernels_nn.cpp: softmax, log_softmax, cross_entropy, layer_norm
 void register_index_kernels();        // kernels_index.cpp: gather, scatter_add, index_select/add, one_hot, bincount
 void register_sort_kernels();         // kernels_sort.cpp: topk, argsort, multinomial
+void register_attention_kernels();    // kernels_attention.cpp: attention (tiled, online softmax) and its backward
 
 }  // namespace mg::cpu

@@ -29,6 +29,7 @@ void register_cpu_backend() {
     cpu::register_nn_kernels();
     cpu::register_index_kernels();
     cpu::register_sort_kernels();
+    cpu::register_attention_kernels();
 }
 
 
