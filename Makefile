@@ -132,20 +132,25 @@ $(LIB): $(LIB_OBJ)
 $(KIT): $(KIT_OBJ)
 	@mkdir -p $(@D)
 	@rm -f $@
-	ar rcs $@ $^ $(if $(KIT_OBJ),,$(BUILD)/empty.o)
+	ar rcs $@ $^
 
 $(TESTS): $(patsubst %.cpp,$(BUILD)/%.o,$(TEST_SRC)) $(KIT) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/demos/%: $(BUILD)/demos/%/main.o $(KIT) $(LIB)
+# A demo's object lives in demo_obj/, so that build/demos/NN_name can be the program itself.
+$(BUILD)/demo_obj/%/main.o: demos/%/main.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -isystem $(DOCTEST_INC) -isystem $(STB_INC) -c $< -o $@
+
+$(BUILD)/demos/%: $(BUILD)/demo_obj/%/main.o $(KIT) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 demos: $(DEMO_BINS)
 
 # The test binary runs the demos' --quick smoke tests itself, so they must be built first.
-test: all
+test: all docs-check
 	MOEGRAD_BUILD=$(BUILD) ./$(TESTS)
 
 run: all
@@ -166,6 +171,19 @@ bench: $(LIB) $(BENCH_BINS)
 	@test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h || \
 	  { echo "✗ OpenBLAS headers missing: apt-get install libopenblas-dev"; exit 1; }
 	./bench/run_all.sh $(BUILD)
+
+# docs-check: every docs/snippets/*.cpp is a small program that checks its own result, so the
+# code shown in docs/ always compiles and stays true. `make test` runs it too.
+DOC_SNIPPETS := $(wildcard docs/snippets/*.cpp)
+DOC_BINS     := $(patsubst %.cpp,$(BUILD)/%,$(DOC_SNIPPETS))
+
+$(BUILD)/docs/snippets/%: $(BUILD)/docs/snippets/%.o $(KIT) $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+docs-check: $(DOC_BINS)
+	@for b in $(DOC_BINS); do ./$$b > /dev/null || { echo "✗ $$b failed"; exit 1; }; done
+	@echo "✓ $(words $(DOC_BINS)) doc snippets compiled and ran: $(notdir $(DOC_BINS))"
 
 stats:
 	@echo "lines of code (excluding blank lines):"

@@ -93,9 +93,16 @@ Tensor Tensor::reshape(const Shape& shape) const { return mg::reshape(*this, sha
 
 Tensor Tensor::unsqueeze(int64_t d) const {
     int64_t dim_ = normalize_dim(d, this->dim() + 1, "unsqueeze");
-    Shape s = shape();
+    // A new size-1 dim never needs a copy: any stride works for it; this one keeps contiguous
+    // tensors contiguous.
+    Shape s = shape(), st = strides();
+    int64_t stride = dim_ < this->dim() ? strides()[dim_] * shape()[dim_] : 1;
     s.insert(s.begin() + dim_, 1);
-    return reshape(s);
+    st.insert(st.begin() + dim_, stride);
+    Tensor y = make_view(*this, s, st, offset());
+    if (any_requires_grad({*this}))
+        record(y, OpId::reshape, {*this}, [from = shape()](const Tensor& g) { return grads({g.reshape(from)}); });
+    return y;
 }
 
 Tensor Tensor::squeeze(int64_t d) const {

@@ -83,7 +83,7 @@ Tensor Tensor::arange(double start, double end, double step, DType dtype, Device
 
 Tensor from_host(const void* data, DType dtype, const Shape& shape, Device device) {
     Tensor cpu = make_tensor(shape, dtype, Device::CPU);
-    std::memcpy(cpu.raw_data_ptr(), data, (size_t)cpu.numel() * dtype_size(dtype));
+    if (cpu.numel() > 0) std::memcpy(cpu.raw_data_ptr(), data, (size_t)cpu.numel() * dtype_size(dtype));  // data may be null when empty
     return device == Device::CPU ? cpu : cpu.to(device);
 }
 
@@ -92,6 +92,7 @@ void to_host(const Tensor& t, void* dst, DType dst_dtype) {
     // Convert on the tensor's own device, then bring the contiguous bytes over.
     Tensor src = t.dtype() == dst_dtype ? t.detach().contiguous() : copy(t.detach(), dst_dtype);
     size_t bytes = (size_t)src.numel() * dtype_size(dst_dtype);
+    if (bytes == 0) return;  // dst may be null (an empty vector), and memcpy(nullptr, p, 0) is UB
     if (src.device() == Device::CPU) std::memcpy(dst, src.raw_data_ptr(), bytes);
     else device_hooks(src.device()).copy(dst, src.raw_data_ptr(), bytes, /*to_device=*/false);
 }
