@@ -163,11 +163,11 @@ sanitize:
 	  ./build-sanitize/tests/moegrad_tests
 
 # Benchmarks link OpenBLAS (the yardstick only; the engine never uses it).
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(KIT) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lopenblas -o $@
 
-bench: $(LIB) $(BENCH_BINS)
+bench: $(LIB) $(KIT) $(BENCH_BINS)
 	@test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h || \
 	  { echo "✗ OpenBLAS headers missing: apt-get install libopenblas-dev"; exit 1; }
 	./bench/run_all.sh $(BUILD)
