@@ -107,6 +107,8 @@ KIT     := $(BUILD)/libdemokit.a
 TESTS   := $(BUILD)/tests/moegrad_tests
 
 .PHONY: all run test sanitize bench demos stats clean found docs-check
+# Keep intermediate objects (demo and snippet objects) so that a second make relinks nothing.
+.SECONDARY:
 all: found $(LIB) $(KIT) $(TESTS) $(DEMO_BINS)
 
 found:

@@ -1,10 +1,10 @@
 // bench/level1_step.cpp: one training step of demo 01's MoE (4 experts 20-64-32-3, top-2, Switch
 // balance loss, Adam, batch 64), timed the way ../shared/peers/level1_moe.py times PyTorch's:
 // forward + backward + optimizer step per batch, median over the steps of several epochs.
-// With --peer it also runs the PyTorch peer in the same run (at its best settings, see
-// ../shared/peers/README.md) and prints the ratio.
+// It also runs the PyTorch peer in the same run (at its best settings, see
+// ../shared/peers/README.md) and prints the ratio; --no-peer skips that.
 //
-//   build/bench/level1_step [--quick] [--peer]
+//   build/bench/level1_step [--quick] [--no-peer]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,10 +20,10 @@ using namespace mg;
 using namespace mg::demo;
 
 int main(int argc, char** argv) {
-    bool quick = false, peer = false;
+    bool quick = false, peer = true;
     for (int i = 1; i < argc; ++i) {
         quick = quick || std::strcmp(argv[i], "--quick") == 0;
-        peer = peer || std::strcmp(argv[i], "--peer") == 0;
+        peer = peer && std::strcmp(argv[i], "--no-peer") != 0;
     }
     Generator gen(0);
     SentimentSplits data = sentiment_dataset({}, gen);

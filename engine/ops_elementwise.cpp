@@ -154,10 +154,14 @@ Tensor softplus(const Tensor& x) {
 // ---- binary ------------------------------------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b) {
     Tensor y = binary(OpId::add, a, b, a.dtype());
-    if (any_requires_grad({a, b}))
-        record(y, OpId::add, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
-            return grads({reduce_to_shape(g, sa), reduce_to_shape(g, sb)});
-        });
+    if (any_requires_grad({a, b})) {
+        if (a.shape() == y.shape() && b.shape() == y.shape())  // no broadcasting: nothing to capture
+            record(y, OpId::add, {a, b}, [](const Tensor& g) { return grads({g, g}); });
+        else
+            record(y, OpId::add, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
+                return grads({reduce_to_shape(g, sa), reduce_to_shape(g, sb)});
+            });
+    }
     return y;
 }
 
