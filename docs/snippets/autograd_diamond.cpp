@@ -13,14 +13,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
-
-#define EXPECT(cond)                                                        \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            std::fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond); \
-            return 1;                                                       \
-        }                                                                   \
-    } while (0)
+#include "docs/snippets/expect.h"
 
 using namespace mg;
 

@@ -5,14 +5,7 @@
 
 #include "engine/ops.h"
 #include "engine/random.h"
-
-#define EXPECT(cond)                                                        \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            std::fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond); \
-            return 1;                                                       \
-        }                                                                   \
-    } while (0)
+#include "docs/snippets/expect.h"
 
 using namespace mg;
 
