@@ -233,6 +233,31 @@ void check_batched_and_nested() {
     }
 }
 
+// Skinny products (N <= 16 columns, A rows contiguous: the MoE router's logits = x @ W^T) take
+// their own dot-product path in sgemm; every N from 1 to 16 and past it, odd M, K with a tail.
+template <typename T>
+void check_skinny() {
+    uint32_t seed = 500;
+    for (int64_t N = 1; N <= 18; ++N)
+        for (int64_t M : {12, 13, 97})
+            for (int64_t K : {1, 8, 21, 512})
+                check_case<T>({M, N, K, false, N % 2 == 1, N % 3 == 0 ? CLayout::Strided : CLayout::RowMajor,
+                               1.0, N % 4 == 0 ? 0.5 : 0.0},
+                              seed++);
+    // Big enough to run threaded, then the same product on one thread: the same bits.
+    const int64_t M = 4099, N = 8, K = 515;
+    std::vector<T> A(M * K), B(K * N), two(M * N), one(M * N);
+    fill(A, 7);
+    fill(B, 8);
+    fast_gemm<T>()(M, N, K, T(1), A.data(), K, 1, B.data(), 1, K, T(0), two.data(), N, 1);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    fast_gemm<T>()(M, N, K, T(1), A.data(), K, 1, B.data(), 1, K, T(0), one.data(), N, 1);
+    omp_set_num_threads(threads);
+    CHECK(std::memcmp(two.data(), one.data(), two.size() * sizeof(T)) == 0);
+    check_case<T>({M, N, K, false, true, CLayout::RowMajor, 1.0, 0.0}, seed++);
+}
+
 // Same inputs give bitwise-identical outputs: on repeated calls and on 1 thread vs all threads.
 template <typename T>
 void check_deterministic() {
@@ -260,6 +285,7 @@ TEST_CASE("sgemm K == 0, alpha == 0, M or N == 0") { check_degenerate<float>(); 
 TEST_CASE("sgemm batched on offsets and inside omp parallel") { check_batched_and_nested<float>(); }
 TEST_CASE("sgemm with zero strides (broadcast views)") { check_zero_strides<float>(); }
 TEST_CASE("sgemm is deterministic") { check_deterministic<float>(); }
+TEST_CASE("sgemm skinny products (N <= 16) match the reference, on any thread count") { check_skinny<float>(); }
 
 TEST_CASE("dgemm matches dgemm_reference on odd sizes, transposes and strided C") {
     check_odd_sizes<double>();

@@ -2,7 +2,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <numeric>
+#include <random>
 
 #include "tests/helpers.h"
 
@@ -91,6 +94,31 @@ TEST_CASE("argsort is stable in both directions") {
     CHECK(idx.dtype() == DType::Int64);
     CHECK(ints(idx) == std::vector<int64_t>{1, 0, 2, 1, 0, 2});
     CHECK(ints(argsort(Tensor::from_vector(std::vector<int32_t>{5, -1, 5}, {3}))) == std::vector<int64_t>{1, 0, 2});
+}
+
+// Integer lines with a small range (the MoE dispatch's expert ids) take a counting sort; it must
+// give exactly std::stable_sort's order, and the general path must still serve wide ranges.
+TEST_CASE("argsort of small-range integers equals a stable sort, both directions") {
+    std::mt19937 rng(3);
+    for (int64_t n : {2, 7, 1000}) {
+        for (int64_t range : {int64_t(1), int64_t(3), int64_t(16), n, int64_t(1000000)}) {
+            std::vector<int64_t> values(n);
+            for (auto& v : values) v = (int64_t)(rng() % (uint64_t)range) - 2;
+            for (bool descending : {false, true}) {
+                std::vector<int64_t> expected(n);
+                std::iota(expected.begin(), expected.end(), 0);
+                std::stable_sort(expected.begin(), expected.end(), [&](int64_t a, int64_t b) {
+                    return descending ? values[b] < values[a] : values[a] < values[b];
+                });
+                CHECK(ints(argsort(Tensor::from_vector(values, {n}), 0, descending)) == expected);
+                std::vector<int32_t> narrow(values.begin(), values.end());
+                CHECK(ints(argsort(Tensor::from_vector(narrow, {n}), 0, descending)) == expected);
+            }
+        }
+    }
+    // The extreme int64 values: a range that does not fit, handled by the general path.
+    const std::vector<int64_t> extremes{INT64_MAX, INT64_MIN, 0, INT64_MIN};
+    CHECK(ints(argsort(Tensor::from_vector(extremes, {4}))) == std::vector<int64_t>{1, 3, 2, 0});
 }
 
 // ---- multinomial -------------------------------------------------------------------------------

@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -340,6 +341,78 @@ int64_t split_point(int64_t count, int64_t unit, int64_t parts, int64_t part) {
     return std::min(count, (units * part / parts) * unit);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Skinny products: N <= kSkinnyN columns of C and rows of A contiguous along K (cs_a == 1). The
+// MoE router's gate, logits (T x E) = x (T x d) @ W^T, is one: E is 4..64, T is thousands. The
+// packed path above would copy all of A (the biggest operand) once more and pad N to NR columns;
+// here A is read once, straight from memory, and C is a set of dot products: row i of A against
+// each of the N columns of B, which are first copied into a small contiguous buffer Bt (N x K,
+// it stays in L1/L2). Two rows of A and four columns of B at a time: 8 vector accumulators.
+constexpr int64_t kSkinnyN = 16;
+
+// Sums the W lanes of v in a fixed order (the same bits on every call).
+float hsum(const Vec::V& v) {
+    alignas(64) float lanes[Vec::W];
+    Vec::store(lanes, v);
+    float total = 0;
+    for (int l = 0; l < Vec::W; ++l) total += lanes[l];
+    return total;
+}
+
+// C[i, j] for rows i0 <= i < i1 and all N columns.
+void skinny_rows(int64_t i0, int64_t i1, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
+                 const float* Bt, float beta, float* C, int64_t rs_c, int64_t cs_c) {
+    const int64_t k_vec = K / Vec::W * Vec::W;
+    auto finish = [&](int64_t i, int64_t j, float dot) {
+        float& c = C[i * rs_c + j * cs_c];
+        c = beta == 0.0f ? alpha * dot : alpha * dot + beta * c;
+    };
+    for (int64_t i = i0; i < i1; i += 2) {
+        const int64_t rows = std::min<int64_t>(2, i1 - i);
+        const float* a0 = A + i * rs_a;
+        const float* a1 = rows == 2 ? a0 + rs_a : a0;  // the odd last row is computed twice, stored once
+        for (int64_t j = 0; j < N; j += 4) {
+            const int64_t cols = std::min<int64_t>(4, N - j);
+            const float* b[4];
+            for (int64_t c = 0; c < 4; ++c) b[c] = Bt + (j + std::min<int64_t>(c, cols - 1)) * K;
+            Vec::V acc0[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
+            Vec::V acc1[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
+            for (int64_t k = 0; k < k_vec; k += Vec::W) {
+                const Vec::V x0 = Vec::load(a0 + k), x1 = Vec::load(a1 + k);
+                for (int c = 0; c < 4; ++c) {
+                    const Vec::V w = Vec::load(b[c] + k);
+                    acc0[c] = Vec::fmadd(x0, w, acc0[c]);
+                    acc1[c] = Vec::fmadd(x1, w, acc1[c]);
+                }
+            }
+            for (int64_t c = 0; c < cols; ++c) {
+                float d0 = hsum(acc0[c]), d1 = hsum(acc1[c]);
+                for (int64_t k = k_vec; k < K; ++k) {  // the K % W tail
+                    d0 += a0[k] * b[c][k];
+                    d1 += a1[k] * b[c][k];
+                }
+                finish(i, j + c, d0);
+                if (rows == 2) finish(i + 1, j + c, d1);
+            }
+        }
+    }
+}
+
+void sgemm_skinny(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a, const float* B,
+                  int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c, int64_t cs_c, int threads) {
+    std::vector<float> Bt(N * K);  // Bt[j*K + k] = B[k, j]
+    for (int64_t j = 0; j < N; ++j)
+        for (int64_t k = 0; k < K; ++k) Bt[j * K + k] = B[k * rs_b + j * cs_b];
+    // Rows are cut on even boundaries, so every row is computed the same way for any thread count.
+    const int64_t pairs = ceil_div(M, 2);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t i0 = std::min(M, pairs * t / n * 2), i1 = std::min(M, pairs * (t + 1) / n * 2);
+        if (i1 > i0) skinny_rows(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
+    }
+}
+
 }  // namespace
 
 const char* sgemm_kernel_name() { return kKernelName; }
@@ -359,6 +432,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t
     // Inside someone else's parallel region (an expert loop, a batch loop) we run on the calling
     // thread only: nested teams would oversubscribe the cores.
     const int threads = (work < kThreadLimit || omp_in_parallel()) ? 1 : omp_get_max_threads();
+    if (N <= kSkinnyN && cs_a == 1 && M >= 2 * MR)
+        return sgemm_skinny(M, N, K, alpha, A, rs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c, threads);
     const ThreadGrid grid = choose_grid(threads, M, N);
     if (grid.rows * grid.cols == 1)
         return sgemm_serial(M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c,

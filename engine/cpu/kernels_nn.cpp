@@ -27,14 +27,21 @@ namespace {
 template <typename T> void softmax_line(const T* x, T* y, int64_t R, int64_t stride, bool log_output) {
     double m = -std::numeric_limits<double>::infinity();
     for (int64_t r = 0; r < R; ++r) m = std::max(m, (double)x[r * stride]);
+    // One exp per value, in T's precision (expf for float32: the softmax of the MoE router and of
+    // attention rows spends most of its time here), summed in double.
+    const T mt = (T)m;
     double total = 0;
-    for (int64_t r = 0; r < R; ++r) total += std::exp((double)x[r * stride] - m);
+    for (int64_t r = 0; r < R; ++r) {
+        const T e = std::exp(x[r * stride] - mt);
+        if (!log_output) y[r * stride] = e;
+        total += (double)e;
+    }
     if (log_output) {
         const double log_total = std::log(total);
         for (int64_t r = 0; r < R; ++r) y[r * stride] = (T)((double)x[r * stride] - m - log_total);
     } else {
-        const double inv_total = 1.0 / total;
-        for (int64_t r = 0; r < R; ++r) y[r * stride] = (T)(std::exp((double)x[r * stride] - m) * inv_total);
+        const T inv_total = (T)(1.0 / total);
+        for (int64_t r = 0; r < R; ++r) y[r * stride] *= inv_total;
     }
 }
 
