@@ -1,7 +1,10 @@
-// nn/moe.cpp: TopKRouter, ExpertLayer and the sparse SpecializedExpertNetwork (see nn/moe.h).
+// nn/moe.cpp: ExpertLayer and the sparse SpecializedExpertNetwork (see nn/moe.h); the router is in
+// nn/router.cpp.
 // Every step is written in engine ops, so autograd differentiates it and it runs on any device;
 // docs/nn/moe.md walks through the same code with the shapes.
 #include "nn/moe.h"
+
+#include "nn/moe_internal.h"
 
 #include <omp.h>
 
@@ -11,92 +14,9 @@
 
 namespace mg::nn {
 
-namespace {
-// U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch.nn.Linear's default for both weight and bias.
-Tensor kaiming_uniform(const Shape& shape, int64_t fan_in, DType dtype, Generator& gen) {
-    const double bound = 1.0 / std::sqrt((double)fan_in);
-    return (rand(shape, gen, dtype) * 2.0 - 1.0) * bound;
-}
-
-void require_float_dtype(DType dtype, const char* who) {
-    if (dtype != DType::Float32 && dtype != DType::Float64)
-        throw std::invalid_argument(std::string(who) + ": parameters must be float32 or float64, got " + dtype_name(dtype));
-}
-
-// The routing-family options that are named in the configs but not built yet.
-void refuse_unbuilt_options(RouterNoise noise, double jitter, double capacity_factor, const char* who) {
-    if (noise != RouterNoise::None || jitter != 0 || capacity_factor != 0)
-        throw std::invalid_argument(std::string(who) +
-                                    ": noisy top-k, jitter and capacity factor are not implemented yet "
-                                    "(leave noise = None, jitter = 0, capacity_factor = 0)");
-}
-
-// x must be (T, width) of `dtype`.
-void check_tokens(const Tensor& x, int64_t width, DType dtype, const char* who) {
-    if (x.dim() != 2 || x.size(1) != width)
-        throw std::invalid_argument(std::string(who) + ": expected input of shape (tokens, " + std::to_string(width) +
-                                    "), got " + shape_str(x.shape()));
-    if (x.dtype() != dtype)
-        throw std::invalid_argument(std::string(who) + ": input is " + dtype_name(x.dtype()) + " but parameters are " +
-                                    dtype_name(dtype));
-}
-}  // namespace
-
-// ---- TopKRouter ----------------------------------------------------------------------------------
-std::vector<int64_t> Routing::flat_expert_ids() const { return indices.to_vector<int64_t>(); }
-
-TopKRouter::TopKRouter(const RouterConfig& config, Generator& gen) : config_(config) {
-    if (config.d_in <= 0 || config.experts <= 0)
-        throw std::invalid_argument("TopKRouter: d_in and experts must be positive, got d_in = " +
-                                    std::to_string(config.d_in) + ", experts = " + std::to_string(config.experts));
-    if (config.k <= 0 || config.k > config.experts)
-        throw std::invalid_argument("TopKRouter: k = " + std::to_string(config.k) + " must be in [1, experts = " +
-                                    std::to_string(config.experts) + "]");
-    if (config.balance_alpha < 0) throw std::invalid_argument("TopKRouter: balance_alpha must be >= 0");
-    require_float_dtype(config.dtype, "TopKRouter");
-    refuse_unbuilt_options(config.noise, config.jitter, config.capacity_factor, "TopKRouter");
-    weight = register_parameter("weight", kaiming_uniform({config.experts, config.d_in}, config.d_in, config.dtype, gen));
-    if (config.bias)
-        bias = register_parameter("bias", kaiming_uniform({config.experts}, config.d_in, config.dtype, gen));
-}
-
-Routing TopKRouter::forward(const Tensor& x) {
-    check_tokens(x, config_.d_in, config_.dtype, "TopKRouter");
-    const int64_t E = config_.experts, k = config_.k;
-    Routing r;
-    r.logits = matmul(x, weight.t());  // (T, E)
-    if (bias.defined()) r.logits = r.logits + bias;
-    r.probs = softmax(r.logits, -1);   // (T, E)
-
-    // Top-k on the logits (softmax keeps the order, so this is also the top-k of probs).
-    ValuesIndices top = topk(r.logits, k, -1);  // values, indices: (T, k), best first
-    r.indices = top.indices;
-    if (config_.softmax_over_topk) {
-        // Mixtral: g = softmax(the k kept logits). The other E - k logits get no gradient here.
-        r.weights = softmax(top.values, -1);
-    } else {
-        // softmax over all E, keep the top k. Renormalised, the partition function cancels and
-        // this is the same function as above; without, gates are Switch's raw probabilities.
-        Tensor kept = gather(r.probs, 1, r.indices);  // (T, k)
-        r.weights = config_.renormalize ? kept / sum(kept, -1, true) : kept;
-    }
-
-    // f_e: the fraction of the T*k routing slots that went to expert e. A count, no gradient.
-    r.expert_counts = bincount(r.indices.reshape({-1}), E).to_vector<int64_t>();
-    if (config_.balance_alpha > 0) {
-        const double slots = (double)r.indices.numel();
-        std::vector<double> fraction(E);
-        for (int64_t e = 0; e < E; ++e) fraction[e] = slots > 0 ? (double)r.expert_counts[e] / slots : 0.0;
-        Tensor f = Tensor::from_vector(fraction, {E}, x.device()).to(config_.dtype);  // (E)
-        // P_e: the mean router probability of expert e. Differentiable: the loss pushes
-        // probability away from experts that already get more than their share of slots.
-        Tensor P = mean(r.probs, 0);  // (E)
-        r.balance_loss = sum(f * P) * (config_.balance_alpha * (double)E);
-    } else {
-        r.balance_loss = Tensor::scalar(0, config_.dtype, x.device());
-    }
-    return r;
-}
+using detail::check_tokens;
+using detail::kaiming_uniform;
+using detail::require_float_dtype;
 
 // ---- ExpertLayer ---------------------------------------------------------------------------------
 ExpertLayer::ExpertLayer(const ExpertConfig& config, Generator& gen) : config_(config) {
@@ -144,6 +64,12 @@ SpecializedExpertNetwork::SpecializedExpertNetwork(const MoEConfig& config, Gene
     rc.noise = config.noise;
     rc.jitter = config.jitter;
     rc.capacity_factor = config.capacity_factor;
+    rc.eval_capacity_factor = config.eval_capacity_factor;
+    rc.capacity_priority = config.capacity_priority;
+    rc.drop_policy = config.drop_policy;
+    rc.importance_alpha = config.importance_alpha;
+    rc.load_alpha = config.load_alpha;
+    rc.z_loss_alpha = config.z_loss_alpha;
     router = register_module("router", std::make_shared<TopKRouter>(rc, gen));
     ExpertConfig ec{config.d_in, config.hidden, config.d_out, config.act, config.dtype};
     for (int64_t e = 0; e < config.experts; ++e)
@@ -164,6 +90,7 @@ SpecializedExpertNetwork::Output SpecializedExpertNetwork::forward(const Tensor&
     Output out;
     out.routing = router->forward(x);
     out.balance_loss = out.routing.balance_loss;
+    out.aux_loss = out.routing.aux_loss;
     const Routing& r = out.routing;
     if (T == 0) {
         out.y = Tensor::zeros({0, config_.d_out}, config_.dtype, x.device());
@@ -172,13 +99,21 @@ SpecializedExpertNetwork::Output SpecializedExpertNetwork::forward(const Tensor&
 
     // 1. Group the T*k routing slots by expert. Slot s = t*k + j is token t's j-th choice.
     //    A stable sort keeps each group in token order, so the result never depends on threads.
+    //    A slot dropped by the capacity limit goes to a bucket E, after every expert's group.
+    const int64_t dropped = r.dropped_slots, kept = T * k - dropped;
     Tensor slot_expert = r.indices.reshape({T * k});  // (T*k) expert of each slot
-    Tensor order = argsort(slot_expert, 0);           // (T*k) slots, grouped by expert
-    Tensor slot_token = order / (double)k;            // (T*k) the token of each sorted slot (int64)
-    const std::vector<int64_t>& counts = r.expert_counts;  // (E) group sizes, on the host
+    if (dropped > 0) {
+        std::vector<int64_t> ids = r.flat_expert_ids();
+        for (int64_t& e : ids) e = e < 0 ? E : e;
+        slot_expert = Tensor::from_vector(ids, {T * k}, x.device());
+    }
+    Tensor order = argsort(slot_expert, 0);           // (T*k) slots, grouped by expert, dropped last
+    Tensor kept_order = dropped > 0 ? slice(order, 0, 0, kept) : order;  // (kept)
+    Tensor slot_token = kept_order / (double)k;       // (kept) the token of each sorted slot (int64)
+    const std::vector<int64_t>& counts = r.expert_counts;  // (E) group sizes (kept slots), on the host
 
-    // 2. Dispatch: copy every slot's token into its group, then cut the groups apart (views).
-    Tensor x_sorted = index_select(x, 0, slot_token);          // (T*k, d_in)
+    // 2. Dispatch: copy every kept slot's token into its group, then cut the groups apart (views).
+    Tensor x_sorted = index_select(x, 0, slot_token);          // (kept, d_in)
     std::vector<Tensor> groups = split(x_sorted, counts, 0);   // E views, (counts[e], d_in)
 
     // 3. Each expert on its own group: one GEMM chain per expert, E/k times fewer rows each than
@@ -226,6 +161,8 @@ SpecializedExpertNetwork::Output SpecializedExpertNetwork::forward(const Tensor&
     //    atomics) and the sum over k runs in a fixed order: bitwise reproducible.
     std::vector<Tensor> sorted_outputs;
     for (int64_t e : busy) sorted_outputs.push_back(outputs[e]);
+    // Dropped slots output zeros (their weight is 0 too): the token keeps only its other slots.
+    if (dropped > 0) sorted_outputs.push_back(Tensor::zeros({dropped, config_.d_out}, config_.dtype, x.device()));
     Tensor y_sorted = concat(sorted_outputs, 0);                      // (T*k, d_out) in sorted order
     Tensor inverse = argsort(order, 0);                               // (T*k) sorted position of each slot
     Tensor y_slots = index_select(y_sorted, 0, inverse);              // (T*k, d_out) in slot order

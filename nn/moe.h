@@ -10,7 +10,9 @@
 // Metrics of a routing (utilization, balance variance, specialization): nn/metrics.h.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,10 +25,23 @@ namespace mg::nn {
 // with a general Activation of nn/layers.h.)
 enum class ExpertActivation { ReLU, GELU };
 
-// Routing-family options of a later issue (demo 02). The fields exist so that configurations
-// can name them; anything but the default is refused with a clear error until it is built.
+// Shazeer et al. 2017 noisy top-k gating: in training, logits get N(0, 1) * softplus(x W_noise).
 enum class RouterNoise { None, NoisyTopK };
+// Which slots keep their place when an expert gets more than `capacity` of them:
+//   FirstCome:   every token's first choice before any second choice, each pass in token order
+//                (GShard / Switch: position in the batch decides);
+//   HighestGate: slots with the largest gate weight first (Riquelme et al. 2021, "batch
+//                prioritized routing"): a token the router is sure about is not dropped for one
+//                it barely chose.
+enum class CapacityPriority { FirstCome, HighestGate };
+// What happens to the gate weights of a token that lost a slot:
+//   Zero:        the lost slot contributes nothing; the kept gates stay as they were (in a
+//                transformer the residual connection carries the token);
+//   Renormalize: the kept gates are scaled up to the sum all k gates had, so the token's output
+//                keeps its scale (a classifier has no residual).
+enum class DropPolicy { Zero, Renormalize };
 
+// All the router's options; docs/nn/routing.md gives each one's formula, paper and use.
 struct RouterConfig {
     int64_t d_in = 0;
     int64_t experts = 0;
@@ -43,27 +58,57 @@ struct RouterConfig {
     bool renormalize = true;
     bool bias = false;               // logits = x W^T (+ b)
     DType dtype = DType::Float32;    // of the parameters (Float64 for gradient checks)
-    // ---- not implemented yet (routing family, demo 02) ----
-    RouterNoise noise = RouterNoise::None;  // Shazeer noisy top-k: std = softplus(x W_noise)
-    double jitter = 0;                      // Switch: x * U(1 - jitter, 1 + jitter) in training
-    double capacity_factor = 0;             // 0 = unlimited: no slot is ever dropped
+    // ---- noise (training only; drawn from the router's own Generator) ----
+    RouterNoise noise = RouterNoise::None;  // NoisyTopK adds the parameter noise_weight (E, d_in), zeros
+    double jitter = 0;                      // Switch: router input x * U(1 - jitter, 1 + jitter), in [0, 1)
+    // ---- capacity: capacity = ceil(k * tokens * capacity_factor / experts) slots per expert ----
+    double capacity_factor = 0;             // in training; 0 = unlimited (dropless): no slot is dropped
+    std::optional<double> eval_capacity_factor = std::nullopt;  // in eval(); unset = capacity_factor
+    CapacityPriority capacity_priority = CapacityPriority::FirstCome;
+    DropPolicy drop_policy = DropPolicy::Zero;
+    // ---- more auxiliary losses (each 0 = off; all are summed into Routing::aux_loss) ----
+    double importance_alpha = 0;     // Shazeer: alpha * CV^2 of the per-expert sums of gate weights
+    double load_alpha = 0;           // Shazeer: alpha * CV^2 of the smooth load estimate (needs NoisyTopK, k < E)
+    double z_loss_alpha = 0;         // ST-MoE router z-loss: alpha * mean_t logsumexp(logits_t)^2 (paper: 1e-3)
 };
 
-// What the router decided for a batch of T tokens.
+// What the router decided for a batch of T tokens. Slot (t, j) is token t's j-th choice; it is
+// kept, or dropped when its expert was already full (only with a capacity factor).
 struct Routing {
-    Tensor logits;        // (T, E) x W^T (+ b)
-    Tensor probs;         // (T, E) softmax over all experts
-    Tensor indices;       // (T, k) int64, chosen experts, best first
-    Tensor weights;       // (T, k) gate weights, differentiable (rows sum to 1 unless renormalize = false)
-    Tensor balance_loss;  // 0-d: alpha * E * sum_e f_e P_e (a 0-d zero when alpha == 0)
-    std::vector<int64_t> expert_counts;  // (E) routing slots per expert, on the host
+    Tensor logits;        // (T, E) the logits routing used: x' W^T (+ b), x' = jittered x, plus
+                          //        the Shazeer noise in training (equal to clean_logits otherwise)
+    Tensor clean_logits;  // (T, E) the same without the Shazeer noise
+    Tensor probs;         // (T, E) softmax(logits) over all experts
+    Tensor indices;       // (T, k) int64, chosen experts, best first (dropped slots included)
+    Tensor weights;       // (T, k) gate weights, differentiable; a dropped slot's weight is 0
+                          //        (rows sum to 1 unless renormalize = false or a slot was dropped
+                          //        with DropPolicy::Zero)
+    // Auxiliary losses, each a 0-d tensor with its alpha inside (a 0-d zero when alpha == 0),
+    // and their sum, the one term a training loop adds: loss = task_loss + routing.aux_loss.
+    Tensor balance_loss;     // alpha * E * sum_e f_e P_e (Switch)
+    Tensor importance_loss;  // alpha * CV(importance)^2 (Shazeer)
+    Tensor load_loss;        // alpha * CV(load)^2 (Shazeer)
+    Tensor z_loss;           // alpha * mean_t logsumexp(logits_t)^2 (ST-MoE)
+    Tensor aux_loss;         // balance + importance + load + z
+    // On the host:
+    std::vector<int64_t> expert_counts;  // (E) kept slots per expert (= the group sizes of the layer)
+    std::vector<int64_t> chosen_counts;  // (E) slots per expert before the capacity limit
+    std::vector<uint8_t> kept;           // (T*k) token-major: 1 kept, 0 dropped
+    int64_t capacity = 0;                // slots per expert; 0 = unlimited
+    int64_t dropped_slots = 0;           // slots that lost their place
+    int64_t dropped_tokens = 0;          // tokens that lost at least one slot
 
-    // indices flattened token-major (T*k), on the host: the input of metrics::compute_routing_stats.
+    // Expert of each slot, token-major (T*k), -1 for a dropped slot: the input of
+    // metrics::compute_routing_stats, which turns the -1s into its dropped_fraction.
     std::vector<int64_t> flat_expert_ids() const;
+    // dropped_tokens / T (0 for no tokens): the same number as RoutingStats::dropped_fraction.
+    double dropped_fraction() const;
 };
 
 // logits = x W^T (+ b), W (E, d_in) as torch.nn.Linear(d_in, E) stores it; top-k; gate weights;
-// Switch load-balancing loss.
+// the capacity limit; the auxiliary losses. In train() it adds the noise it is configured with,
+// drawn from its own Philox `generator` (seeded from the constructor's gen, saved in checkpoints),
+// so a seed reproduces a run and a resumed run draws the same noise.
 class TopKRouter : public Module {
 public:
     TopKRouter(const RouterConfig& config, Generator& gen);
@@ -71,9 +116,17 @@ public:
     Routing operator()(const Tensor& x) { return forward(x); }
     std::string type_name() const override { return "TopKRouter"; }
     const RouterConfig& config() const { return config_; }
+    // Noise on (NoisyTopK or jitter > 0): the router then owns a generator.
+    bool stochastic() const;
+    // The capacity for T tokens in the current mode (train/eval); 0 = unlimited.
+    int64_t capacity(int64_t tokens) const;
+    std::map<std::string, std::string> extra_state() const override;
+    void set_extra_state(const std::map<std::string, std::string>& state) override;
 
-    Tensor weight;  // (E, d_in)
-    Tensor bias;    // (E), undefined unless config.bias
+    Tensor weight;        // (E, d_in)
+    Tensor bias;          // (E), undefined unless config.bias
+    Tensor noise_weight;  // (E, d_in) W_noise, undefined unless noise = NoisyTopK
+    Generator generator;  // the noise's; its seed is drawn from gen only when stochastic()
 
 private:
     RouterConfig config_;
@@ -123,10 +176,16 @@ struct MoEConfig {
     ExpertActivation act = ExpertActivation::ReLU;
     ExpertSchedule schedule = ExpertSchedule::Auto;
     DType dtype = DType::Float32;
-    // ---- not implemented yet (routing family, demo 02): passed on to the router ----
+    // ---- the router options of RouterConfig, passed on as they are (docs/nn/routing.md) ----
     RouterNoise noise = RouterNoise::None;
     double jitter = 0;
-    double capacity_factor = 0;
+    double capacity_factor = 0;      // 0 = dropless
+    std::optional<double> eval_capacity_factor = std::nullopt;
+    CapacityPriority capacity_priority = CapacityPriority::FirstCome;
+    DropPolicy drop_policy = DropPolicy::Zero;
+    double importance_alpha = 0;
+    double load_alpha = 0;
+    double z_loss_alpha = 0;
 };
 
 // Router + E experts as one sparse layer. Each token runs through its k chosen experts only, so
@@ -139,6 +198,7 @@ public:
         Tensor y;             // (T, d_out)
         Routing routing;
         Tensor balance_loss;  // 0-d, the same tensor as routing.balance_loss
+        Tensor aux_loss;      // 0-d, the same tensor as routing.aux_loss (all auxiliary losses)
     };
     Output forward(const Tensor& x);  // x (T, d_in)
     Output operator()(const Tensor& x) { return forward(x); }
