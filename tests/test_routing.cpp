@@ -623,3 +623,22 @@ TEST_CASE("routing errors: bad configurations are refused with what was expected
     c.jitter = 2;
     CHECK_THROWS_WITH_AS(SpecializedExpertNetwork(c, gen), doctest::Contains("TopKRouter: jitter"), std::invalid_argument);
 }
+
+TEST_CASE("routing layer: an empty batch with every option on") {
+    Generator gen(71);
+    MoEConfig c;
+    c.d_in = 4;
+    c.hidden = {5};
+    c.d_out = 2;
+    c.experts = 3;
+    c.noise = RouterNoise::NoisyTopK;
+    c.jitter = 0.1;
+    c.capacity_factor = 1.0;
+    c.importance_alpha = c.load_alpha = c.z_loss_alpha = 0.1;
+    SpecializedExpertNetwork moe(c, gen);
+    auto out = moe(Tensor::zeros({0, 4}));
+    CHECK(out.y.shape() == Shape{0, 2});
+    CHECK(out.routing.capacity == 0);
+    CHECK(out.routing.dropped_fraction() == 0.0);
+    CHECK(out.aux_loss.item() == 0.0);
+}
