@@ -3,6 +3,7 @@
 // with dropout; bitwise the same gradients as without checkpointing (dropout masks replayed); a
 // weight used inside and outside the block; lower peak memory on a deep stack; the errors.
 #include "nn/activation_checkpoint.h"
+#include "nn/hierarchical_moe.h"
 #include "nn/layers.h"
 #include "tests/helpers.h"
 
@@ -137,6 +138,37 @@ TEST_CASE("checkpoint: a weight used inside and outside the checkpointed block")
         grads[use] = {x.grad().to_vector<double>(), W.grad().to_vector<double>()};
     }
     for (size_t i = 0; i < 2; ++i)
+        for (size_t j = 0; j < grads[0][i].size(); ++j) CHECK(grads[1][i][j] == doctest::Approx(grads[0][i][j]).epsilon(1e-12));
+}
+
+TEST_CASE("checkpoint: a hierarchical MoE layer, two outputs (y and the balance loss)") {
+    // Routing is recomputed too: top-k on the same inputs picks the same experts, so the
+    // gradients are those of the layer without checkpointing.
+    HierarchicalMoEConfig c;
+    c.d_in = 6;
+    c.hidden = {10};
+    c.d_out = 6;
+    c.groups = 3;
+    c.group_k = 2;
+    c.experts_per_group = 4;
+    c.k = 2;
+    c.dtype = DType::Float64;
+    std::vector<std::vector<double>> grads[2];
+    for (int use = 0; use < 2; ++use) {
+        Generator gen(14);
+        HierarchicalMixtureOfExperts moe(c, gen);
+        Tensor x = test::rand_input({20, 6}, 15), w = test::rand_input({20, 6}, 16);
+        auto layer = [&moe](const std::vector<Tensor>& in) {
+            auto out = moe(in[0]);
+            return std::vector<Tensor>{out.y, out.balance_loss};
+        };
+        std::vector<Tensor> out = use == 1 ? nn::checkpoint(moe, CheckpointFn(layer), {x}) : layer({x});
+        (sum(out[0] * w) + out[1]).backward();
+        grads[use].push_back(x.grad().to_vector<double>());
+        for (const Tensor& p : moe.parameters())
+            grads[use].push_back(p.grad().defined() ? p.grad().to_vector<double>() : std::vector<double>(p.numel(), 0.0));
+    }
+    for (size_t i = 0; i < grads[0].size(); ++i)
         for (size_t j = 0; j < grads[0][i].size(); ++j) CHECK(grads[1][i][j] == doctest::Approx(grads[0][i][j]).epsilon(1e-12));
 }
 
