@@ -2,6 +2,8 @@
 // nn::checkpoint, nn/activation_checkpoint.h). Finite differences through a checkpointed block
 // with dropout; bitwise the same gradients as without checkpointing (dropout masks replayed); a
 // weight used inside and outside the block; lower peak memory on a deep stack; the errors.
+#include <cstdio>
+
 #include "nn/activation_checkpoint.h"
 #include "nn/hierarchical_moe.h"
 #include "nn/layers.h"
@@ -188,7 +190,12 @@ TEST_CASE("checkpoint: lower peak memory on a deep stack of blocks") {
         return memory_stats(Device::CPU).peak_bytes - before;
     };
     const int64_t plain = peak_bytes(false), checkpointed = peak_bytes(true);
-    INFO("peak above the parameters: " << plain << " bytes without checkpointing, " << checkpointed << " with");
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "peak bytes above the parameters, forward+backward, 8 blocks 64-256-64, T=512, float32: "
+                  "%lld without checkpointing, %lld with (%.1f%% less)",
+                  (long long)plain, (long long)checkpointed, 100.0 * (1.0 - (double)checkpointed / (double)plain));
+    MESSAGE(line);
     CHECK(checkpointed < plain / 2);
 }
 
