@@ -67,7 +67,8 @@ void DomainSpecificAttention::check_input(const Tensor& x, const char* who) cons
     if (x.dtype() != config_.dtype)
         throw std::invalid_argument(std::string(who) + ": input is " + dtype_name(x.dtype()) + " but parameters are " +
                                     dtype_name(config_.dtype));
-    if (x.size(1) == 0) throw std::invalid_argument(std::string(who) + ": empty sequence (time = 0)");
+    if (x.size(0) == 0 || x.size(1) == 0)
+        throw std::invalid_argument(std::string(who) + ": empty input " + shape_str(x.shape()) + " (batch and time must be positive)");
 }
 
 Tensor DomainSpecificAttention::heads_first(const Tensor& projected, int64_t B, int64_t T) const {

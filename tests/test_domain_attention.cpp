@@ -202,7 +202,8 @@ TEST_CASE("domain attention errors name the module and what was expected") {
                          std::invalid_argument);
     CHECK_THROWS_WITH_AS(attn(Tensor::zeros({2, 3, 7})), doctest::Contains("got [2, 3, 7]"), std::invalid_argument);
     CHECK_THROWS_WITH_AS(attn(Tensor::zeros({2, 3, 8}, DType::Float64)), doctest::Contains("float64"), std::invalid_argument);
-    CHECK_THROWS_WITH_AS(attn(Tensor::zeros({2, 0, 8})), doctest::Contains("empty sequence"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(attn(Tensor::zeros({2, 0, 8})), doctest::Contains("empty input [2, 0, 8]"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(attn(Tensor::zeros({0, 3, 8})), doctest::Contains("empty input [0, 3, 8]"), std::invalid_argument);
     CHECK_THROWS_WITH_AS(attn.forward_dense_reference(Tensor::zeros({8})), doctest::Contains("forward_dense_reference"),
                          std::invalid_argument);
 }
