@@ -8,14 +8,15 @@
 // only one block's activations are alive. The walk-through: docs/nn/hierarchical_moe.md.
 //
 // How it plugs into autograd (engine/autograd.h): the forward records ONE node whose edges go to
-// the inputs and to the declared parameters. Its backward function
+// the inputs (recorded also when only the declared parameters require grad). Its backward function
 //   1. makes fresh leaves of the saved inputs, and gives each parameter a fresh gradient
 //      accumulator (the outer backward pass may still be summing into the real one),
 //   2. resets the generators to their state before the forward (the same dropout masks),
 //   3. recomputes fn with recording on, and runs a backward through it (a nested pass over nodes
 //      that only it knows),
-//   4. reads the gradients off the fresh leaves and the parameters and returns them, one per
-//      edge, to the outer pass, which adds them up like any other gradient.
+//   4. returns the gradients of the fresh leaves to the outer pass, which adds them up like any
+//      other gradient, and adds the parameters' gradients into their .grad (what their
+//      accumulators would do, without a second copy of the block's gradients alive meanwhile).
 #include <set>
 #include <stdexcept>
 
@@ -41,7 +42,9 @@ struct GeneratorReplay {
 bool same_state(Generator::State a, Generator::State b) { return a.seed == b.seed && a.offset == b.offset; }
 
 // While a checkpoint recomputes, each parameter gets a fresh gradient accumulator and an empty
-// .grad; the destructor puts the real ones back, also when fn throws.
+// .grad, so that the nested backward pass touches nothing the outer pass is using. commit() then
+// adds what the nested pass computed into the real .grad, as an accumulator would; without a
+// commit (fn threw), the destructor puts everything back as it was.
 class ParameterSwap {
 public:
     explicit ParameterSwap(const std::vector<Tensor>& params) {
@@ -51,6 +54,13 @@ public:
             saved_.push_back({p.impl_ptr(), std::move(impl.grad_accumulator), std::move(impl.grad)});
             impl.grad_accumulator = nullptr;
             impl.grad = nullptr;
+        }
+    }
+    void commit() {
+        for (Entry& e : saved_) {
+            std::shared_ptr<TensorImpl> computed = std::move(e.impl->grad);  // the nested pass's (its own copy)
+            if (e.grad && computed) e.grad = add(Tensor(e.grad), Tensor(computed)).impl_ptr();
+            else if (computed) e.grad = std::move(computed);
         }
     }
     ~ParameterSwap() {
@@ -146,12 +156,10 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
     // 1. The forward, recording nothing: fn's activations are freed as soon as it returns.
     std::vector<GeneratorReplay> replays;
     for (Generator* g : generators) replays.push_back({g, g->state(), {}});
-    std::vector<Tensor> edges = inputs;
-    edges.insert(edges.end(), params.begin(), params.end());
-    bool record_graph = grad_enabled();
-    if (record_graph) {
-        record_graph = false;
-        for (const Tensor& t : edges) record_graph = record_graph || t.requires_grad();
+    bool record_graph = false;
+    if (grad_enabled()) {
+        for (const Tensor& t : inputs) record_graph = record_graph || t.requires_grad();
+        for (const Tensor& t : params) record_graph = record_graph || t.requires_grad();
     }
     std::vector<Tensor> outputs;
     {
@@ -171,7 +179,8 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
         shapes.push_back(outputs[i].shape());
     }
 
-    // 2. One node for all outputs. It saves the inputs (the only activations kept) and the fn.
+    // 2. One node for all outputs, with an edge to each input. It saves the inputs (the only
+    //    activations kept), the fn, the parameters and the generators' states.
     Tensor packed;
     {
         NoGradGuard no_grad;
@@ -183,7 +192,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
         saved_inputs.emplace_back(x);
         input_requires_grad.push_back(x.requires_grad());
     }
-    record(packed, OpId::checkpoint, edges,
+    record(packed, OpId::checkpoint, inputs,
            [fn, saved_inputs, input_requires_grad, params, replays, shapes](const Tensor& grad) -> std::vector<Tensor> {
                // Backward, a. Fresh leaves for the inputs; fresh accumulators for the parameters.
                std::vector<Tensor> leaves;
@@ -220,16 +229,18 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
                }
 
                // Backward, c. Backward through the recomputed graph; the gradients land on our leaves.
-               std::vector<Tensor> grads(saved_inputs.size() + params.size());
+               std::vector<Tensor> grads(saved_inputs.size());
                if (repacked.requires_grad()) {
                    check_leaves(repacked, allowed);
                    repacked.backward(grad);
                }
                for (size_t i = 0; i < leaves.size(); ++i)
                    if (input_requires_grad[i]) grads[i] = leaves[i].grad();
-               for (size_t i = 0; i < params.size(); ++i)
-                   if (params[i].requires_grad()) grads[saved_inputs.size() + i] = params[i].grad();
-               return grads;  // `swap` puts the real accumulators and .grad back
+               // The parameters' gradients go straight into their .grad rather than back through
+               // the outer pass: returned, the block's parameter gradients would all be alive
+               // twice (ours, and the accumulators' copies) until the outer pass had copied them.
+               swap.commit();
+               return grads;  // `swap` puts the parameters' accumulators back
            });
 
     // 3. The outputs, as views of the packed tensor (so each carries the node's gradient).
