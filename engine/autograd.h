@@ -60,6 +60,17 @@ public:
 private:
     bool previous_;
 };
+// Turns recording back on for its lifetime, also inside a backward function (as
+// torch.enable_grad): activation checkpointing (ops_checkpoint.cpp) recomputes its forward there.
+class EnableGradGuard {
+public:
+    EnableGradGuard();
+    ~EnableGradGuard();
+    EnableGradGuard(const EnableGradGuard&) = delete;
+    EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+private:
+    bool previous_;
+};
 
 // ---- what ops use ----------------------------------------------------------------------------
 // True when recording is on and any input requires grad.

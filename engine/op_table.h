@@ -86,6 +86,8 @@ namespace mg {
     OP(attention_reference, Composite, true)                                   \
     OP(attention, Kernel, true)                                                \
     OP(attention_backward, Kernel, false)                                      \
+    /* activation checkpointing (engine/ops_checkpoint.cpp) */                 \
+    OP(checkpoint, Composite, true)                                            \
     /* creation and random numbers (engine/ops_create.cpp) */                  \
     OP(fill, Kernel, false)                                                    \
     OP(arange, Kernel, false)                                                  \

@@ -3,6 +3,7 @@
 // Shapes use PyTorch's conventions; a negative dim counts from the end.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/random.h"
@@ -133,6 +134,26 @@ struct AttentionGrads {
 };
 AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                   const Tensor& lse, const Tensor& grad_out, bool causal, double scale);
+
+// ---- activation checkpointing (ops_checkpoint.cpp; walk-through: docs/nn/hierarchical_moe.md) ---
+// Runs fn(inputs) without recording a graph, keeps only `inputs`, and in the backward pass runs
+// fn again with recording on and backpropagates through that: the same gradients as without
+// checkpointing, for the memory of the inputs instead of every activation inside fn.
+//   params:     tensors fn uses without taking them as inputs (a module's parameters); they get
+//               their gradients as usual. fn must not use any other tensor that requires grad
+//               (the backward throws, naming it, when it does).
+//   generators: every generator fn draws from (dropout). Their state is saved before the forward
+//               and restored for the recomputation, so it replays the same random numbers; they
+//               are left where the forward left them.
+// The outputs must be float tensors of one dtype. The generators must outlive the backward.
+using CheckpointFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
+std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+                               const std::vector<Tensor>& params = {}, const std::vector<Generator*>& generators = {});
+Tensor checkpoint(const std::function<Tensor(const std::vector<Tensor>&)>& fn, const std::vector<Tensor>& inputs,
+                  const std::vector<Tensor>& params = {}, const std::vector<Generator*>& generators = {});
+// True while a checkpoint's backward runs fn a second time: lets fn skip side effects (e.g.
+// recording routing statistics) that must happen once per step.
+bool checkpoint_recomputing();
 
 // ---- random numbers (ops_create.cpp) ---------------------------------------------------------
 Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::Float32, Device device = Device::CPU);

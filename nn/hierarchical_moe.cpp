@@ -1,0 +1,179 @@
+// nn/hierarchical_moe.cpp: the two-level MoE of nn/hierarchical_moe.h, in engine ops (so autograd
+// differentiates it and it runs on any device). The dispatch and the combine are the same steps
+// as SpecializedExpertNetwork's (nn/moe.cpp), one level up: group slots instead of expert slots.
+#include "nn/hierarchical_moe.h"
+
+#include <stdexcept>
+
+namespace mg::nn {
+
+namespace {
+void require_positive(int64_t value, const char* name) {
+    if (value <= 0)
+        throw std::invalid_argument(std::string("HierarchicalMixtureOfExperts: ") + name + " must be positive, got " +
+                                    std::to_string(value));
+}
+}  // namespace
+
+std::vector<int64_t> HierarchicalRouting::flat_group_ids() const { return group.indices.to_vector<int64_t>(); }
+std::vector<int64_t> HierarchicalRouting::flat_expert_ids() const { return indices.to_vector<int64_t>(); }
+
+HierarchicalMixtureOfExperts::HierarchicalMixtureOfExperts(const HierarchicalMoEConfig& config, Generator& gen)
+    : config_(config) {
+    require_positive(config.d_in, "d_in");
+    require_positive(config.d_out, "d_out");
+    require_positive(config.groups, "groups");
+    require_positive(config.experts_per_group, "experts_per_group");
+    if (config.group_k <= 0 || config.group_k > config.groups)
+        throw std::invalid_argument("HierarchicalMixtureOfExperts: group_k = " + std::to_string(config.group_k) +
+                                    " must be in [1, groups = " + std::to_string(config.groups) + "]");
+    if (config.k <= 0 || config.k > config.experts_per_group)
+        throw std::invalid_argument("HierarchicalMixtureOfExperts: k = " + std::to_string(config.k) +
+                                    " must be in [1, experts_per_group = " + std::to_string(config.experts_per_group) + "]");
+
+    RouterConfig rc;
+    rc.d_in = config.d_in;
+    rc.experts = config.groups;
+    rc.k = config.group_k;
+    rc.balance_alpha = config.group_balance_alpha;
+    rc.softmax_over_topk = config.softmax_over_topk;
+    rc.renormalize = config.renormalize;
+    rc.bias = config.router_bias;
+    rc.dtype = config.dtype;
+    group_router = register_module("group_router", std::make_shared<TopKRouter>(rc, gen));
+
+    MoEConfig mc;
+    mc.d_in = config.d_in;
+    mc.hidden = config.hidden;
+    mc.d_out = config.d_out;
+    mc.experts = config.experts_per_group;
+    mc.k = config.k;
+    mc.balance_alpha = config.balance_alpha;
+    mc.softmax_over_topk = config.softmax_over_topk;
+    mc.renormalize = config.renormalize;
+    mc.router_bias = config.router_bias;
+    mc.act = config.act;
+    mc.schedule = config.schedule;
+    mc.dtype = config.dtype;
+    for (int64_t g = 0; g < config.groups; ++g)
+        groups.push_back(register_module("groups." + std::to_string(g), std::make_shared<SpecializedExpertNetwork>(mc, gen)));
+}
+
+void HierarchicalMixtureOfExperts::check_input(const Tensor& x) const {
+    if (x.dim() != 2 || x.size(1) != config_.d_in)
+        throw std::invalid_argument("HierarchicalMixtureOfExperts: expected input of shape (tokens, " +
+                                    std::to_string(config_.d_in) + "), got " + shape_str(x.shape()));
+    if (x.dtype() != config_.dtype)
+        throw std::invalid_argument(std::string("HierarchicalMixtureOfExperts: input is ") + dtype_name(x.dtype()) +
+                                    " but parameters are " + dtype_name(config_.dtype));
+}
+
+int64_t HierarchicalMixtureOfExperts::active_parameters() const {
+    return group_router->num_parameters() + config_.group_k * groups[0]->active_parameters();
+}
+
+int64_t HierarchicalMixtureOfExperts::flops_per_token() const {
+    const int64_t group_router_flops = 2 * config_.d_in * config_.groups;
+    const int64_t expert_router_flops = 2 * config_.d_in * config_.experts_per_group;
+    const int64_t expert_flops = groups[0]->experts[0]->flops_per_token();
+    return group_router_flops + config_.group_k * (expert_router_flops + config_.k * expert_flops);
+}
+
+HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const Tensor& x) {
+    check_input(x);
+    const int64_t T = x.size(0), G = config_.groups, kg = config_.group_k, E = config_.experts_per_group,
+                  k = config_.k, d_out = config_.d_out;
+    Output out;
+    HierarchicalRouting& hr = out.routing;
+    hr.experts_per_group = E;
+    hr.group = group_router->forward(x);
+    hr.experts.resize(G);
+    hr.group_tokens.resize(G);
+    out.group_balance_loss = hr.group.balance_loss;
+    if (T == 0) {
+        // No tokens, nothing to balance (the router's mean probability over zero tokens is NaN).
+        out.y = Tensor::zeros({0, d_out}, config_.dtype, x.device());
+        out.group_balance_loss = Tensor::scalar(0, config_.dtype, x.device());
+        out.expert_balance_loss = Tensor::scalar(0, config_.dtype, x.device());
+        out.balance_loss = out.group_balance_loss + out.expert_balance_loss;
+        hr.indices = Tensor::zeros({0, kg * k}, DType::Int64, x.device());
+        hr.weights = Tensor::zeros({0, kg * k}, config_.dtype, x.device());
+        for (int64_t g = 0; g < G; ++g) hr.experts[g].expert_counts.assign(E, 0);
+        return out;
+    }
+
+    // 1. Group the T*k_g group slots by group (slot s = t*k_g + j: token t's j-th group). The
+    //    stable sort keeps each group's tokens in token order; a token is at most once per group.
+    Tensor slot_group = hr.group.indices.reshape({T * kg});  // (T*k_g)
+    Tensor order = argsort(slot_group, 0);                    // (T*k_g) slots, grouped by group
+    Tensor slot_token = order / (double)kg;                   // (T*k_g) token of each sorted slot
+    const std::vector<int64_t>& counts = hr.group.expert_counts;  // (G) tokens per group
+    {
+        std::vector<int64_t> tokens = slot_token.to_vector<int64_t>();
+        int64_t start = 0;
+        for (int64_t g = 0; g < G; ++g) {
+            hr.group_tokens[g].assign(tokens.begin() + start, tokens.begin() + start + counts[g]);
+            start += counts[g];
+        }
+    }
+
+    // 2. Dispatch: each group's tokens and their group gates (views into one sorted copy).
+    Tensor x_sorted = index_select(x, 0, slot_token);                                 // (T*k_g, d_in)
+    Tensor gate_sorted = index_select(hr.group.weights.reshape({T * kg}), 0, order);  // (T*k_g)
+    std::vector<Tensor> x_groups = split(x_sorted, counts, 0);                         // (n_g, d_in)
+    std::vector<Tensor> gate_groups = split(gate_sorted, counts, 0);                   // (n_g)
+
+    // 3. Each group is a whole sparse MoE layer on its own tokens. Groups run one after another;
+    //    inside a group the experts may run in parallel (ExpertSchedule). Empty groups are
+    //    skipped (a router over zero tokens has no mean probability to balance).
+    std::vector<Tensor> y_parts, weight_parts, id_parts;  // in sorted-slot order
+    Tensor expert_loss_sum;
+    int64_t busy_groups = 0;
+    for (int64_t g = 0; g < G; ++g) {
+        if (counts[g] == 0) {
+            hr.experts[g].expert_counts.assign(E, 0);
+            continue;
+        }
+        SpecializedExpertNetwork::Output group_out = groups[g]->forward(x_groups[g]);
+        Tensor gate = gate_groups[g].unsqueeze(-1);                        // (n_g, 1)
+        y_parts.push_back(group_out.y * gate);                             // (n_g, d_out)
+        weight_parts.push_back(group_out.routing.weights * gate);          // (n_g, k) final gates
+        id_parts.push_back(group_out.routing.indices + (double)(g * E));   // (n_g, k) global ids
+        expert_loss_sum = expert_loss_sum.defined() ? expert_loss_sum + group_out.balance_loss : group_out.balance_loss;
+        ++busy_groups;
+        hr.experts[g] = std::move(group_out.routing);
+    }
+    out.expert_balance_loss = expert_loss_sum / (double)busy_groups;
+    out.balance_loss = out.group_balance_loss + out.expert_balance_loss;
+
+    // 4. Combine, as a gather (no atomic adds, a fixed order: bitwise reproducible): put the
+    //    group outputs back in slot order and sum each token's k_g slots.
+    Tensor inverse = argsort(order, 0);  // (T*k_g) sorted position of each slot
+    Tensor y_slots = index_select(concat(y_parts, 0), 0, inverse);  // (T*k_g, d_out) in slot order
+    out.y = sum(y_slots.reshape({T, kg, d_out}), 1);                // (T, d_out)
+    hr.weights = index_select(concat(weight_parts, 0), 0, inverse).reshape({T, kg * k});
+    hr.indices = index_select(concat(id_parts, 0), 0, inverse).reshape({T, kg * k});
+    return out;
+}
+
+Tensor HierarchicalMixtureOfExperts::forward_dense_reference(const Tensor& x) {
+    check_input(x);
+    const int64_t T = x.size(0), G = config_.groups, E = config_.experts_per_group;
+    Routing gr = group_router->forward(x);
+    // group_gates (T, G): each token's k_g group gates at their groups' columns, 0 elsewhere.
+    Tensor group_gates = scatter_add(Tensor::zeros({T, G}, config_.dtype, x.device()), 1, gr.indices, gr.weights);
+    Tensor y;
+    for (int64_t g = 0; g < G; ++g) {
+        SpecializedExpertNetwork& group = *groups[g];
+        Routing r = group.router->forward(x);  // every token, routed as if it had come here
+        Tensor expert_gates = scatter_add(Tensor::zeros({T, E}, config_.dtype, x.device()), 1, r.indices, r.weights);
+        Tensor gates = expert_gates * group_gates.slice(1, g, g + 1);  // (T, E) the product of both gates
+        for (int64_t e = 0; e < E; ++e) {
+            Tensor term = group.experts[e]->forward(x) * gates.slice(1, e, e + 1);  // (T, d_out)
+            y = y.defined() ? y + term : term;
+        }
+    }
+    return y;
+}
+
+}  // namespace mg::nn
