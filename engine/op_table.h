@@ -47,6 +47,9 @@ namespace mg {
     OP(ge, Kernel, false)                                                      \
     OP(logical_and, Kernel, false)                                             \
     OP(logical_not, Kernel, false)                                             \
+    /* fused backward passes (not differentiable themselves) */               \
+    OP(relu_backward, Kernel, false)                                           \
+    OP(gelu_backward, Kernel, false)                                           \
     /* reductions (engine/ops_reduce.cpp) */                                   \
     OP(sum, Kernel, true)                                                      \
     OP(mean, Kernel, true)                                                     \

@@ -22,6 +22,10 @@ Tensor clamp(const Tensor& x, double low, double high);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);      // exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
 Tensor erf(const Tensor& x);
+// The backward passes of relu and gelu as single fused kernels (one pass over memory instead of
+// the three to ten a composition of engine ops makes). Not differentiable themselves.
+Tensor relu_backward(const Tensor& grad, const Tensor& y);  // grad where y > 0, else 0 (y = relu(x))
+Tensor gelu_backward(const Tensor& grad, const Tensor& x);  // grad * (Phi(x) + x * phi(x))
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor softplus(const Tensor& x);  // log(1 + e^x), computed without overflow

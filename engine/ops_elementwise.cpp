@@ -95,23 +95,27 @@ Tensor clamp(const Tensor& x, double low, double high) {
 Tensor relu(const Tensor& x) {
     Tensor y = unary(OpId::relu, x);
     if (any_requires_grad({x}))
-        record(y, OpId::relu, {x}, [sy = Saved(y)](const Tensor& g) {
-            Tensor yv = sy.get("relu");
-            return grads({where(gt(yv, scalar_like(0, yv)), g, zeros_like(g))});
-        });
+        record(y, OpId::relu, {x}, [sy = Saved(y)](const Tensor& g) { return grads({relu_backward(g, sy.get("relu"))}); });
     return y;
 }
 
 Tensor gelu(const Tensor& x) {
     Tensor y = unary(OpId::gelu, x);
     if (any_requires_grad({x}))
-        record(y, OpId::gelu, {x}, [sx = Saved(x)](const Tensor& g) {
-            Tensor xv = sx.get("gelu");
-            Tensor cdf = (erf(xv * M_SQRT1_2) + 1.0) * 0.5;                    // Phi(x)
-            Tensor pdf = exp(xv * xv * -0.5) * (1.0 / std::sqrt(2.0 * M_PI));  // phi(x)
-            return grads({g * (cdf + xv * pdf)});
-        });
+        record(y, OpId::gelu, {x}, [sx = Saved(x)](const Tensor& g) { return grads({gelu_backward(g, sx.get("gelu"))}); });
     return y;
+}
+
+// One pass each. In engine ops gelu's derivative would be ten passes over the activations
+// (erf, exp and eight multiplies and adds), the largest elementwise cost of an MoE LM's experts.
+Tensor relu_backward(const Tensor& grad, const Tensor& y) {
+    require_floating(grad, "relu_backward");
+    return binary(OpId::relu_backward, grad, y, grad.dtype());
+}
+
+Tensor gelu_backward(const Tensor& grad, const Tensor& x) {
+    require_floating(grad, "gelu_backward");
+    return binary(OpId::gelu_backward, grad, x, grad.dtype());
 }
 
 Tensor erf(const Tensor& x) {

@@ -221,3 +221,24 @@ TEST_CASE("dropout: the same generator state replays the same mask") {
     gen.set_state(state);
     CHECK(dropout(x, 0.5, true, gen).to_vector<double>() == first);
 }
+
+// ---- fused backward passes: relu_backward, gelu_backward ------------------------------------------
+// Each equals its derivative written out in engine ops (the plain reference), in both float
+// types, and relu's and gelu's gradients (GRADCHECK in test_gradcheck_core.cpp) run through them.
+TEST_CASE("relu_backward and gelu_backward equal their composite formulas") {
+    for (DType dtype : {DType::Float32, DType::Float64}) {
+        CAPTURE(dtype_name(dtype));
+        Generator gen(11);
+        Tensor x = randn({37, 19}, gen, dtype) * 3.0, g = randn({37, 19}, gen, dtype);
+        Tensor relu_ref = where(gt(relu(x), Tensor::zeros({1}, dtype)), g, Tensor::zeros(g.shape(), dtype));
+        CHECK(mg::test::allclose(relu_backward(g, relu(x)), relu_ref, 0, 0));
+        Tensor cdf = (erf(x * M_SQRT1_2) + 1.0) * 0.5;                    // Phi(x)
+        Tensor pdf = exp(x * x * -0.5) * (1.0 / std::sqrt(2.0 * M_PI));  // phi(x)
+        const double tol = dtype == DType::Float32 ? 1e-6 : 1e-14;
+        CHECK(mg::test::allclose(gelu_backward(g, x), g * (cdf + x * pdf), tol, tol));
+    }
+    // Hand values: gelu'(0) = 0.5, gelu'(1) = Phi(1) + phi(1) = 0.8413447461 + 0.2419707245.
+    check_values(gelu_backward(f64({2, 1}, {2}), f64({0, 1}, {2})), {1.0, 1.0833154706}, 1e-9);
+    check_values(relu_backward(f64({5, 5, 5}, {3}), f64({0, 2, -1}, {3})), {0, 5, 0});
+    CHECK_THROWS_WITH_AS(gelu_backward(i64({1}, {1}), i64({1}, {1})), doctest::Contains("gelu_backward"), std::exception);
+}

@@ -47,6 +47,12 @@ template <typename T, typename U, typename F> void map2(const Tensor& x, const T
 }
 
 template <typename T> T gelu_exact(T v) { return T(0.5) * v * (T(1) + std::erf(v * T(M_SQRT1_2))); }
+// d/dx gelu(x) = Phi(x) + x * phi(x), times the incoming gradient g.
+template <typename T> T gelu_grad(T g, T v) {
+    const T cdf = T(0.5) * (T(1) + std::erf(v * T(M_SQRT1_2)));
+    const T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
+    return g * (cdf + v * pdf);
+}
 template <typename T> T softplus_stable(T v) { return std::max(v, T(0)) + std::log1p(std::exp(-std::abs(v))); }
 
 void unary_kernel(const KernelArgs& args) {
@@ -85,6 +91,10 @@ void binary_kernel(const KernelArgs& args) {
                 case OpId::mul: return map2<T, T>(x, y, out, [](T a, T b) { return a * b; });
                 case OpId::div: return map2<T, T>(x, y, out, [](T a, T b) { return a / b; });
                 case OpId::maximum: return map2<T, T>(x, y, out, [](T a, T b) { return a >= b ? a : b; });
+                case OpId::relu_backward: return map2<T, T>(x, y, out, [](T g, T v) { return v > 0 ? g : T(0); });
+                case OpId::gelu_backward:
+                    if constexpr (std::is_floating_point_v<T>) return map2<T, T>(x, y, out, [](T g, T v) { return gelu_grad(g, v); });
+                    break;
                 default: throw std::logic_error("binary_kernel: not a binary op");
             }
         }
@@ -135,7 +145,7 @@ void register_elementwise_kernels() {
     for (OpId op : {OpId::neg, OpId::abs, OpId::exp, OpId::log, OpId::sqrt, OpId::pow, OpId::clamp, OpId::relu,
                     OpId::gelu, OpId::erf, OpId::tanh, OpId::sigmoid, OpId::softplus})
         register_kernel(Device::CPU, op, unary_kernel);
-    for (OpId op : {OpId::add, OpId::sub, OpId::mul, OpId::div, OpId::maximum})
+    for (OpId op : {OpId::add, OpId::sub, OpId::mul, OpId::div, OpId::maximum, OpId::relu_backward, OpId::gelu_backward})
         register_kernel(Device::CPU, op, binary_kernel);
     for (OpId op : {OpId::eq, OpId::ne, OpId::lt, OpId::le, OpId::gt, OpId::ge, OpId::logical_and})
         register_kernel(Device::CPU, op, compare_kernel);
