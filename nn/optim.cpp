@@ -157,15 +157,21 @@ void Adam::update(const Tensor& param, const Tensor& grad, ParamState& state, bo
             T* m = m_buf.data_ptr<T>();
             T* v = v_buf.data_ptr<T>();
             const int64_t n = param.numel();
+            // In the parameters' own precision, as PyTorch does: for float32 the loop vectorises
+            // 8 wide (sqrt and divide in float), where double math made it 5% of an LM step.
+            const T tb1 = (T)b1, tb2 = (T)b2, tdecay = (T)decay, tl2 = (T)l2, teps = (T)eps;
+            const T tstep = (T)step_size, tinv_bc2 = (T)(1.0 / bias_correction2_sqrt);
+            const bool decoupled = decoupled_;
 #pragma omp parallel for if (n > 32768)
             for (int64_t i = 0; i < n; ++i) {
-                double pi = (double)p[i];
-                if (decoupled_) pi = (double)(T)(pi * decay);
-                double gi = (double)g[i] + l2 * pi;
-                m[i] = (T)(b1 * (double)m[i] + (1.0 - b1) * gi);
-                v[i] = (T)(b2 * (double)v[i] + (1.0 - b2) * gi * gi);
-                double denom = std::sqrt((double)v[i]) / bias_correction2_sqrt + eps;
-                p[i] = (T)(pi - step_size * (double)m[i] / denom);
+                T pi = p[i];
+                if (decoupled) pi = pi * tdecay;
+                const T gi = g[i] + tl2 * pi;
+                const T mi = tb1 * m[i] + (T(1) - tb1) * gi;
+                const T vi = tb2 * v[i] + (T(1) - tb2) * gi * gi;
+                m[i] = mi;
+                v[i] = vi;
+                p[i] = pi - tstep * mi / (std::sqrt(vi) * tinv_bc2 + teps);
             }
         });
         return;
