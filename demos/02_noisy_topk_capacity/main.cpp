@@ -2,9 +2,9 @@
 //
 // The story: level 1's experts (4 MLPs of 20-64-32-3) on its synthetic reviews, but now the four
 // sub-populations are far from equally common (by default 70% plain, 20% negated, 7% sarcastic,
-// 3% technical). Level 1 found that its top-2 gate (softmax over the two kept logits) stays even
-// by itself; the gate of Switch Transformers (top-1, the expert's softmax probability as its
-// weight) does not: an expert is rewarded for being chosen, and a few experts take most tokens.
+// 3% technical), standardised. On standardised features level 1's top-2 gate (softmax over the
+// two kept logits) stays nearly even by itself; the gate of Switch Transformers (top-1, the
+// expert's softmax probability as its weight) does not: an expert is rewarded for being chosen, and a few experts take most tokens.
 // With that router we train, on the same data and seeds:
 //   A. ways to keep the experts evenly used (no capacity limit):
 //        none                    no auxiliary loss                       (drifts to a few experts)
