@@ -53,8 +53,9 @@ std::vector<std::vector<double>> gradients(const Tensor& x, Module& model) {
 
 GRADCHECK(checkpoint, "an MLP with dropout, wrt the input and the weights it captures") {
     Tensor x = test::rand_input({4, 3}, 1), w1 = test::rand_input({3, 5}, 2), w2 = test::rand_input({5, 2}, 3);
-    auto f = [](const std::vector<Tensor>& xs) {
-        Generator gen(7);  // the same masks on every call of f (finite differences need one function)
+    Generator gen(7);  // outlives f: the checkpoint's backward, after f returns, rewinds it
+    auto f = [&gen](const std::vector<Tensor>& xs) {
+        gen = Generator(7);  // the same masks on every call of f (finite differences need one function)
         const Tensor& W1 = xs[1];
         const Tensor& W2 = xs[2];
         auto block = [&](const std::vector<Tensor>& in) {
