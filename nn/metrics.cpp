@@ -114,4 +114,16 @@ RoutingStats compute_routing_stats(const std::vector<int64_t>& expert_ids, int64
     return s;
 }
 
+std::vector<std::vector<double>> class_fractions(const RoutingStats& s) {
+    std::vector<std::vector<double>> rows(s.experts, std::vector<double>(s.classes, 0.0));
+    if (s.expert_class_counts.empty()) return rows;
+    for (int64_t e = 0; e < s.experts; ++e) {
+        double total = 0;
+        for (int64_t c = 0; c < s.classes; ++c) total += (double)s.expert_class_counts[e * s.classes + c];
+        for (int64_t c = 0; c < s.classes; ++c)
+            rows[e][c] = total > 0 ? (double)s.expert_class_counts[e * s.classes + c] / total : 0.0;
+    }
+    return rows;
+}
+
 }  // namespace mg::nn::metrics

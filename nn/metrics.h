@@ -39,6 +39,10 @@ struct RoutingStats {
 RoutingStats compute_routing_stats(const std::vector<int64_t>& expert_ids, int64_t k,
                                    const std::vector<int64_t>& labels, int64_t experts, int64_t classes);
 
+// (E, C): row e = the share of expert e's kept slots whose token has class c, P(class | expert),
+// from expert_class_counts (a row of zeros for an expert with no slots). The heatmaps of the demos.
+std::vector<std::vector<double>> class_fractions(const RoutingStats& stats);
+
 // The pieces, for callers that have only part of the data.
 // Population variance (divide by n), 0 for an empty vector.
 double population_variance(const std::vector<double>& values);

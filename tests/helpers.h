@@ -3,6 +3,7 @@
 #pragma once
 #include <doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <set>
@@ -13,6 +14,29 @@
 #include "engine/ops.h"
 
 namespace mg::test {
+
+// Overwrites a parameter in place, outside autograd (tests that set weights by hand or perturb them).
+inline void set_parameter(Tensor param, const Tensor& value) {
+    NoGradGuard no_grad;
+    param.copy_(value);
+}
+
+// A parameter's gradient, or zeros of its shape when backward never reached it.
+inline Tensor grad_or_zeros(const Tensor& t) { return t.grad().defined() ? t.grad() : Tensor::zeros(t.shape(), t.dtype()); }
+
+// The smallest gap, over tokens, between the k-th and the (k+1)-th largest logit of a router:
+// a finite-difference step must be smaller, or it could swap the router's choice.
+inline double topk_margin(const Tensor& logits, int64_t k) {
+    const int64_t T = logits.size(0), E = logits.size(1);
+    std::vector<double> v = logits.to_vector<double>();
+    double margin = 1e30;
+    for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> row(v.begin() + t * E, v.begin() + (t + 1) * E);
+        std::sort(row.begin(), row.end(), std::greater<double>());
+        if (k < E) margin = std::min(margin, row[k - 1] - row[k]);
+    }
+    return margin;
+}
 
 // A random float64 tensor that requires grad (the usual gradcheck input).
 inline Tensor rand_input(const Shape& shape, uint64_t seed, double scale = 1.0) {

@@ -333,3 +333,11 @@ TEST_CASE("report progress: durations and counts") {
     CHECK(format_count(41234) == "41.2k");
     CHECK(format_count(3.2e6) == "3.2M");
 }
+
+TEST_CASE("report helpers: median, numbered labels") {
+    CHECK(median({3, 1, 2}) == 2);
+    CHECK(median({4, 1, 3, 2}) == 2.5);
+    CHECK(std::isnan(median({})));
+    CHECK(numbered("expert ", 3) == std::vector<std::string>{"expert 0", "expert 1", "expert 2"});
+    CHECK(numbered("e", 0).empty());
+}

@@ -9,6 +9,9 @@
 
 using namespace mg;
 using namespace mg::nn;
+using mg::test::grad_or_zeros;
+using mg::test::set_parameter;
+using mg::test::topk_margin;
 
 namespace {
 DomainAttentionConfig tiny_config(DType dtype, int64_t experts, int64_t k, int64_t heads) {
@@ -22,24 +25,6 @@ DomainAttentionConfig tiny_config(DType dtype, int64_t experts, int64_t k, int64
     return c;
 }
 
-Tensor grad_or_zeros(const Tensor& t) { return t.grad().defined() ? t.grad() : Tensor::zeros(t.shape(), t.dtype()); }
-
-void set_parameter(Tensor param, const Tensor& value) {
-    NoGradGuard no_grad;
-    param.copy_(value);
-}
-
-double topk_margin(const Tensor& logits, int64_t k) {
-    const int64_t T = logits.size(0), E = logits.size(1);
-    std::vector<double> v = logits.to_vector<double>();
-    double margin = 1e30;
-    for (int64_t t = 0; t < T; ++t) {
-        std::vector<double> row(v.begin() + t * E, v.begin() + (t + 1) * E);
-        std::sort(row.begin(), row.end(), std::greater<double>());
-        if (k < E) margin = std::min(margin, row[k - 1] - row[k]);
-    }
-    return margin;
-}
 }  // namespace
 
 TEST_CASE("domain attention: sparse equals the straightforward dense version, values and gradients") {

@@ -10,6 +10,9 @@
 
 using namespace mg;
 using namespace mg::nn;
+using mg::test::grad_or_zeros;
+using mg::test::set_parameter;
+using mg::test::topk_margin;
 
 namespace {
 HierarchicalMoEConfig tiny_config(DType dtype, int64_t group_k, int64_t k) {
@@ -27,25 +30,6 @@ HierarchicalMoEConfig tiny_config(DType dtype, int64_t group_k, int64_t k) {
     return c;
 }
 
-Tensor grad_or_zeros(const Tensor& t) { return t.grad().defined() ? t.grad() : Tensor::zeros(t.shape(), t.dtype()); }
-
-void set_parameter(Tensor param, const Tensor& value) {
-    NoGradGuard no_grad;
-    param.copy_(value);
-}
-
-// The smallest gap over tokens between the k-th and (k+1)-th logit (finite differences must not flip top-k).
-double topk_margin(const Tensor& logits, int64_t k) {
-    const int64_t T = logits.size(0), E = logits.size(1);
-    std::vector<double> v = logits.to_vector<double>();
-    double margin = 1e30;
-    for (int64_t t = 0; t < T; ++t) {
-        std::vector<double> row(v.begin() + t * E, v.begin() + (t + 1) * E);
-        std::sort(row.begin(), row.end(), std::greater<double>());
-        if (k < E) margin = std::min(margin, row[k - 1] - row[k]);
-    }
-    return margin;
-}
 }  // namespace
 
 TEST_CASE("hierarchical moe: sparse equals the dense reference, values and gradients") {

@@ -13,14 +13,12 @@
 
 using namespace mg;
 using namespace mg::nn;
+using mg::test::grad_or_zeros;
+using mg::test::set_parameter;
+using mg::test::topk_margin;
 using mg::test::closeness;
 
 namespace {
-void set_parameter(Tensor param, const Tensor& value) {
-    NoGradGuard no_grad;
-    param.copy_(value);
-}
-
 LanguageModelConfig tiny_lm(FFNKind ffn, DType dtype = DType::Float32) {
     LanguageModelConfig c;
     c.vocab = 11;

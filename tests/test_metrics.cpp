@@ -112,3 +112,14 @@ TEST_CASE("metrics: bad routing inputs name the problem") {
     CHECK_THROWS_WITH_AS(compute_routing_stats({0, 1}, 1, {0, 3}, 4, 2), doctest::Contains("label 3"),
                          std::invalid_argument);
 }
+
+TEST_CASE("metrics: class_fractions is P(class | expert) per row, zeros for an idle expert") {
+    // 3 experts, 2 classes, k = 1: expert 0 gets classes {0, 0, 1}, expert 1 gets {1}, expert 2 nothing.
+    RoutingStats s = compute_routing_stats({0, 0, 0, 1}, 1, {0, 0, 1, 1}, 3, 2);
+    const auto rows = class_fractions(s);
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0][0] == doctest::Approx(2.0 / 3));
+    CHECK(rows[0][1] == doctest::Approx(1.0 / 3));
+    CHECK(rows[1] == std::vector<double>{0.0, 1.0});
+    CHECK(rows[2] == std::vector<double>{0.0, 0.0});
+}

@@ -23,6 +23,9 @@
 
 using namespace mg;
 using namespace mg::nn;
+using mg::test::grad_or_zeros;
+using mg::test::set_parameter;
+using mg::test::topk_margin;
 using mg::test::check_values;
 
 namespace {
@@ -30,11 +33,6 @@ const std::vector<std::vector<double>> kLogits = {{3, 1, 0}, {2, 0, 1}, {0, 2, 1
 
 double sigma(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 double normal_cdf(double z) { return 0.5 * (1.0 + std::erf(z / std::sqrt(2.0))); }
-
-void set_parameter(Tensor param, const Tensor& value) {
-    NoGradGuard no_grad;
-    param.copy_(value);
-}
 
 RouterConfig hand_config() {
     RouterConfig rc;

@@ -155,29 +155,6 @@ RunResult train(Model& model, nn::Adam& opt, const ClassificationData& train_dat
     return result;
 }
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? NAN : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-std::vector<std::string> labels(const std::string& prefix, int64_t n) {
-    std::vector<std::string> out;
-    for (int64_t i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
-    return out;
-}
-
-// Rows: experts; columns: fraction of the expert's slots from each class (or sub-population).
-std::vector<std::vector<double>> expert_mix(const nn::metrics::RoutingStats& s) {
-    std::vector<std::vector<double>> rows(s.experts, std::vector<double>(s.classes, 0.0));
-    for (int64_t e = 0; e < s.experts; ++e) {
-        double total = 0;
-        for (int64_t c = 0; c < s.classes; ++c) total += (double)s.expert_class_counts[e * s.classes + c];
-        for (int64_t c = 0; c < s.classes; ++c)
-            rows[e][c] = total > 0 ? (double)s.expert_class_counts[e * s.classes + c] / total : 0.0;
-    }
-    return rows;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -387,15 +364,15 @@ int main(int argc, char** argv) try {
             bars.push_back({last_models.at(key).title, results[key][0].final.by_class->utilization});
     plot::bar_chart(out + "utilization.png",
                     {.title = "Expert utilization on the test set", .xlabel = "expert", .ylabel = "fraction of routing slots"},
-                    labels("expert ", kExperts), bars, 1.0 / kExperts, "uniform 1/E");
+                    numbered("expert ", kExperts), bars, 1.0 / kExperts, "uniform 1/E");
     const auto& moe_eval = results["moe_balanced"][0].final;
     plot::heatmap(out + "expert_class_heatmap.png",
                   {.title = "Which classes each expert sees (MoE, balance loss)", .xlabel = "class", .ylabel = "expert"},
-                  labels("expert ", kExperts), train_data.class_names, expert_mix(*moe_eval.by_class));
+                  numbered("expert ", kExperts), train_data.class_names, nn::metrics::class_fractions(*moe_eval.by_class));
     if (moe_eval.by_subpopulation)
         plot::heatmap(out + "expert_subpopulation_heatmap.png",
                       {.title = "Which sub-populations each expert sees", .xlabel = "sub-population", .ylabel = "expert"},
-                      labels("expert ", kExperts), synthetic.test.subpopulation_names, expert_mix(*moe_eval.by_subpopulation));
+                      numbered("expert ", kExperts), synthetic.test.subpopulation_names, nn::metrics::class_fractions(*moe_eval.by_subpopulation));
 
     // ---- report ------------------------------------------------------------------------------------------
     Report report("Level 1: a 4-expert sentiment classifier");

@@ -205,11 +205,6 @@ RunResult train(const std::string& label, nn::SpecializedExpertNetwork& moe, nn:
     return result;
 }
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? NAN : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
 std::vector<double> parse_numbers(const std::string& text, const std::string& flag) {
     std::vector<double> out;
     std::stringstream ss(text);

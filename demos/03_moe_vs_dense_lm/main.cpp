@@ -38,21 +38,6 @@ using namespace mg::demo;
 
 namespace {
 
-double now_seconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? NAN : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
-std::vector<std::string> labels(const std::string& prefix, int64_t n) {
-    std::vector<std::string> out;
-    for (int64_t i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
-    return out;
-}
-
 // ---- the three models -------------------------------------------------------------------------
 struct ModelSpec {
     std::string key, title;
@@ -123,9 +108,9 @@ double inference_ms(nn::LanguageModel& model, const Tensor& input, int reps) {
     for (int i = 0; i < 2; ++i) model(input);
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
-        double t0 = now_seconds();
+        double t0 = seconds_now();
         model(input);
-        ms.push_back((now_seconds() - t0) * 1e3);
+        ms.push_back((seconds_now() - t0) * 1e3);
     }
     model.train();
     return median(ms);
@@ -165,7 +150,7 @@ RunResult train(nn::LanguageModel& model, const std::string& label, const TokenS
     Progress bar(o.steps, label);
     for (int64_t step = 0; step < o.steps; ++step) {
         TextBatch b = batches.next();
-        const double t0 = now_seconds();
+        const double t0 = seconds_now();
         schedule.apply(opt, step);
         auto out = model(b.input);
         Tensor loss = nn::LanguageModel::loss(out.logits, b.target);
@@ -174,7 +159,7 @@ RunResult train(nn::LanguageModel& model, const std::string& label, const TokenS
         if (o.clip > 0) nn::clip_grad_norm(model.parameters(), o.clip);
         opt.step();
         const double loss_value = loss.item();
-        r.train_seconds += now_seconds() - t0;
+        r.train_seconds += seconds_now() - t0;
         r.train_loss.push_back(loss_value);
         bar.update(step + 1, {{"loss", loss_value}}, b.tokens());
         if ((step + 1) % o.eval_every == 0 || step + 1 == o.steps) record_curve(step + 1);
@@ -264,7 +249,7 @@ int run_peer(const std::string& train_path, const std::string& eval_path, const 
     WindowBatcher batches(train_stream, B, T, batch_gen);
     double t0 = 0, timed_seconds = 0;
     for (int64_t step = 0; step < warmup + timed; ++step) {
-        if (step == warmup) t0 = now_seconds();
+        if (step == warmup) t0 = seconds_now();
         TextBatch b = batches.next();
         auto out = model(b.input);
         Tensor loss = nn::LanguageModel::loss(out.logits, b.target);
@@ -273,7 +258,7 @@ int run_peer(const std::string& train_path, const std::string& eval_path, const 
         opt.step();
         loss.item();
     }
-    timed_seconds = now_seconds() - t0;
+    timed_seconds = seconds_now() - t0;
     const double train_tps = (double)(timed * B * T) / timed_seconds;
     TextBatch bi = batches.next();
     const double ms = inference_ms(model, bi.input, (int)infer_iters);
@@ -290,19 +275,6 @@ int run_peer(const std::string& train_path, const std::string& eval_path, const 
 
 
 namespace {
-
-// ---- reporting helpers ------------------------------------------------------------------------
-// Rows: experts; columns: the share of the expert's routing slots from each domain (P(domain | expert)).
-std::vector<std::vector<double>> expert_mix(const nn::metrics::RoutingStats& s) {
-    std::vector<std::vector<double>> rows(s.experts, std::vector<double>(s.classes, 0.0));
-    for (int64_t e = 0; e < s.experts; ++e) {
-        double total = 0;
-        for (int64_t c = 0; c < s.classes; ++c) total += (double)s.expert_class_counts[e * s.classes + c];
-        for (int64_t c = 0; c < s.classes; ++c)
-            rows[e][c] = total > 0 ? (double)s.expert_class_counts[e * s.classes + c] / total : 0.0;
-    }
-    return rows;
-}
 
 std::vector<double> component_values(const nn::ComponentCounts& c) {
     return {(double)c.embedding, (double)c.attention, (double)c.router, (double)c.experts, (double)c.norms, (double)c.head};
@@ -681,12 +653,12 @@ int run(int argc, char** argv) {
         plot::heatmap(out + name,
                       {.title = "Layer " + std::to_string(l) + ": share of each expert's slots by domain", .xlabel = "domain",
                        .ylabel = "expert"},
-                      labels("expert ", experts), corpus.domain_names, expert_mix(layer_stats[l]));
+                      numbered("expert ", experts), corpus.domain_names, nn::metrics::class_fractions(layer_stats[l]));
         images.push_back(name);
     }
     plot::bar_chart(out + "utilization.png",
                     {.title = "Expert utilization on validation data", .xlabel = "expert", .ylabel = "fraction of routing slots"},
-                    labels("expert ", experts), util_bars, 1.0 / (double)experts, "uniform 1/E");
+                    numbered("expert ", experts), util_bars, 1.0 / (double)experts, "uniform 1/E");
     images.push_back("utilization.png");
 
     // ---- the write-up's claims beside ours --------------------------------------------------------------------------

@@ -67,11 +67,6 @@ template <typename T> std::vector<T> parse_list(const std::string& flag, const s
     return values;
 }
 
-// ---- timing -----------------------------------------------------------------------------------------
-double now_seconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 struct Timing {
     double mean = 0, median = 0;  // seconds per call
 };
@@ -81,14 +76,13 @@ Timing time_calls(const std::function<void()>& fn, int warmup, int reps) {
     for (int i = 0; i < warmup; ++i) fn();
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
-        const double t0 = now_seconds();
+        const double t0 = seconds_now();
         fn();
-        t.push_back(now_seconds() - t0);
+        t.push_back(seconds_now() - t0);
     }
-    std::sort(t.begin(), t.end());
     Timing r;
     for (double s : t) r.mean += s / (double)t.size();
-    r.median = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+    r.median = median(t);
     return r;
 }
 
@@ -98,10 +92,10 @@ double copy_bandwidth_gbs(size_t n) {
     std::vector<float> a(n, 1.0f), b(n, 0.0f);
     double best = 0;
     for (int rep = 0; rep < 3; ++rep) {
-        const double t0 = now_seconds();
+        const double t0 = seconds_now();
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; ++i) b[i] = a[i];
-        best = std::max(best, 2.0 * n * sizeof(float) / (now_seconds() - t0) / 1e9);
+        best = std::max(best, 2.0 * n * sizeof(float) / (seconds_now() - t0) / 1e9);
     }
     return best;
 }

@@ -2,6 +2,7 @@
 #include "demos/common/report.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -210,6 +211,23 @@ Json run_info(const Cli& cli, const StandardFlags& flags) {
     info["timestamp"] = utc_timestamp();
     info["config"] = cli.to_json();
     return info;
+}
+
+double median(std::vector<double> values) {
+    if (values.empty()) return std::nan("");
+    std::sort(values.begin(), values.end());
+    const size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+std::vector<std::string> numbered(const std::string& prefix, int64_t n) {
+    std::vector<std::string> out;
+    for (int64_t i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
+    return out;
+}
+
+double seconds_now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace mg::demo

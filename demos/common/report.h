@@ -84,4 +84,12 @@ std::string utc_timestamp();
 // "config" (every flag and its value, cli.to_json()). Add the demo's metrics to the result.
 Json run_info(const Cli& cli, const StandardFlags& flags);
 
+// Small helpers every demo needs.
+// The median (the mean of the middle two for an even count); NaN for an empty vector.
+double median(std::vector<double> values);
+// {"expert 0", "expert 1", ...}: labels for plot axes and tables.
+std::vector<std::string> numbered(const std::string& prefix, int64_t n);
+// A monotonic clock in seconds (std::chrono::steady_clock), for timing pieces of a run.
+double seconds_now();
+
 }  // namespace mg::demo
