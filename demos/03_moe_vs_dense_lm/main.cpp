@@ -135,7 +135,6 @@ double inference_ms(nn::LanguageModel& model, const Tensor& input, int reps) {
 struct TrainOptions {
     int64_t steps, batch, seq, eval_every, eval_batches_curve, eval_batches_final;
     double lr, clip;
-    bool smoke;
 };
 
 struct RunResult {
@@ -501,7 +500,7 @@ int run(int argc, char** argv) {
     std::vector<ModelSpec> specs = make_specs(moe_config);
     const TrainOptions options{.steps = steps, .batch = batch, .seq = seq, .eval_every = std::max<int64_t>(1, steps / 12),
                                .eval_batches_curve = smoke ? 1 : 4, .eval_batches_final = eval_batches, .lr = lr,
-                               .clip = clip, .smoke = smoke};
+                               .clip = clip};
     EvalWindows infer_windows(valid, batch, seq, 1);
     TextBatch infer_batch;
     infer_windows.next(infer_batch);
