@@ -3,6 +3,7 @@
 # model on the same bytes, alternating runs in one session so that both see the same machine.
 #
 #   ./bench/peer_lm.sh [runs] [ffn]        (defaults: 3 moe; run from the repository root after make)
+#   THREADS=1 ./bench/peer_lm.sh           both on one thread (less exposed to a busy machine)
 #
 # Both run with the settings shared/peers/README.md gives for PyTorch at its best: OpenBLAS left to
 # detect the CPU (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset), OMP_WAIT_POLICY=PASSIVE, 2 threads;
@@ -11,6 +12,7 @@
 set -euo pipefail
 runs="${1:-3}"
 ffn="${2:-moe}"
+threads="${THREADS:-2}"
 peers="${PEERS:-../shared/peers}"
 data="${TMPDIR:-/tmp}/moegrad_peer"
 mkdir -p "$data"
@@ -23,11 +25,11 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cpus;
 "${best[@]}" /usr/bin/python3 bench/peer_step0.py --peers "$peers" --ffn "$ffn"
 ours=() theirs=()
 for i in $(seq "$runs"); do
-    line=$("${best[@]}" ./build/demos/03_moe_vs_dense_lm --peer-config --peer-ffn "$ffn" --threads 2 \
+    line=$("${best[@]}" ./build/demos/03_moe_vs_dense_lm --peer-config --peer-ffn "$ffn" --threads "$threads" \
         --peer-train "$data/peer_train.txt" --peer-eval "$data/peer_eval.txt" | tail -1)
     echo "moegrad: $line"
     ours+=("$(sed -n 's/.*"train_tok_s": \([0-9.]*\).*/\1/p' <<< "$line")")
-    line=$(cd "$peers" && "${best[@]}" /usr/bin/python3 moe_lm.py --ffn "$ffn" --threads 2 --steps 35 \
+    line=$(cd "$peers" && "${best[@]}" /usr/bin/python3 moe_lm.py --ffn "$ffn" --threads "$threads" --steps 35 \
         --infer-iters 5 --eval-batches 1 | tail -1)
     echo "pytorch: $line"
     theirs+=("$(sed -n 's/.*"train_tok_s": \([0-9.]*\).*/\1/p' <<< "$line")")
