@@ -233,7 +233,7 @@ void check_batched_and_nested() {
     }
 }
 
-// Skinny products (N <= 16 columns, A rows contiguous: the MoE router's logits = x @ W^T) take
+// Skinny products (N <= 8 columns, A rows contiguous: the MoE router's logits = x @ W^T) take
 // their own dot-product path in sgemm; every N from 1 to 16 and past it, odd M, K with a tail.
 template <typename T>
 void check_skinny() {
@@ -285,7 +285,7 @@ TEST_CASE("sgemm K == 0, alpha == 0, M or N == 0") { check_degenerate<float>(); 
 TEST_CASE("sgemm batched on offsets and inside omp parallel") { check_batched_and_nested<float>(); }
 TEST_CASE("sgemm with zero strides (broadcast views)") { check_zero_strides<float>(); }
 TEST_CASE("sgemm is deterministic") { check_deterministic<float>(); }
-TEST_CASE("sgemm skinny products (N <= 16) match the reference, on any thread count") { check_skinny<float>(); }
+TEST_CASE("sgemm skinny products (N <= 8) match the reference, on any thread count") { check_skinny<float>(); }
 
 TEST_CASE("dgemm matches dgemm_reference on odd sizes, transposes and strided C") {
     check_odd_sizes<double>();
