@@ -65,6 +65,34 @@ void topk_kernel(const KernelArgs& args) {
             if (value_less(vb, va)) return largest;
             return ia < ib;
         };
+        if (inner == 1 && k <= 8) {
+            // Contiguous lines and small k (the MoE router: T lines of E logits): the same
+            // insertion as below, in registers-sized arrays instead of a vector of pairs.
+            const int64_t lines = s.outer;
+#pragma omp parallel for schedule(static) if (worth_parallel(x.numel()) && lines > 1)
+            for (int64_t line = 0; line < lines; ++line) {
+                const T* row = px + line * R;
+                T best_v[8];
+                int64_t best_i[8];
+                int64_t n = 0;
+                for (int64_t r = 0; r < R; ++r) {
+                    const T v = row[r];
+                    if (n == k && !before(v, r, best_v[n - 1], best_i[n - 1])) continue;
+                    int64_t j = n < k ? n++ : n - 1;  // the slot v takes before sifting up
+                    for (; j > 0 && before(v, r, best_v[j - 1], best_i[j - 1]); --j) {
+                        best_v[j] = best_v[j - 1];
+                        best_i[j] = best_i[j - 1];
+                    }
+                    best_v[j] = v;
+                    best_i[j] = r;
+                }
+                for (int64_t j = 0; j < k; ++j) {
+                    pv[line * k + j] = best_v[j];
+                    pi[line * k + j] = best_i[j];
+                }
+            }
+            return;
+        }
         using Scratch = std::vector<std::pair<T, int64_t>>;
         for_each_line<Scratch>(s, k, x.numel(), [&](int64_t in0, int64_t out0, Scratch& buf) {
             buf.clear();
