@@ -15,9 +15,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <map>
 #include <memory>
-#include <set>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -461,6 +460,17 @@ int run(int argc, char** argv) {
     std::printf("validation perplexity %.3f (bigram floor %.3f); train %.0f tok/s, inference %.0f tok/s\n",
                 before.perplexity(), bigram, trained.tokens_per_second, infer_tps);
 
+    // ---- the hybrid positions' gate: how much of each channel's position code is the learned table
+    std::vector<double> gate_mix;
+    {
+        NoGradGuard no_grad;
+        gate_mix = model.positions->mix().to_vector<double>();  // (d) sigmoid(gate), 0.5 at init
+    }
+    const double gate_mean = std::accumulate(gate_mix.begin(), gate_mix.end(), 0.0) / (double)gate_mix.size();
+    const auto [gate_min, gate_max] = std::minmax_element(gate_mix.begin(), gate_mix.end());
+    std::printf("hybrid positions: learned share g = sigmoid(gate) mean %.3f, range [%.3f, %.3f] (0.5 at init)\n", gate_mean,
+                *gate_min, *gate_max);
+
     // ---- checkpointing on one batch: same gradients, less memory -----------------------------------
     CheckpointComparison ckpt = compare_checkpointing(model, infer_batch);
     std::printf("checkpointing on one batch of %lld x %lld: max relative gradient difference %.2e; forward+backward "
@@ -612,6 +622,11 @@ int run(int argc, char** argv) {
     mem["training_peak_bytes"] = trained.peak_bytes;
     mem["training_activation_peak_bytes"] = trained.peak_bytes - trained.state_bytes;
     metrics["memory"] = mem;
+    Json gj = Json::object();
+    gj["mean"] = gate_mean;
+    gj["min"] = *gate_min;
+    gj["max"] = *gate_max;
+    metrics["position_gate_learned_share"] = gj;
     Json cjs = Json::object();
     cjs["max_relative_gradient_difference"] = ckpt.max_relative_difference;
     cjs["plain_peak_bytes"] = ckpt.plain_bytes;
@@ -704,7 +719,10 @@ int run(int argc, char** argv) {
                   {Cell("training tokens/s"), Cell::fixed(trained.tokens_per_second, 0)},
                   {Cell("inference tokens/s (one batch)"), Cell::fixed(infer_tps, 0)},
                   {Cell("live bytes between steps (params, grads, AdamW)"), Cell(format_integer(trained.state_bytes))},
-                  {Cell("peak live bytes in training"), Cell(format_integer(trained.peak_bytes))}});
+                  {Cell("peak live bytes in training"), Cell(format_integer(trained.peak_bytes))},
+                  {Cell("hybrid positions: learned share g, mean [min, max] (0.5 at init)"),
+                   Cell(Cell::fixed(gate_mean, 3).text + " [" + Cell::fixed(*gate_min, 3).text + ", " +
+                        Cell::fixed(*gate_max, 3).text + "]")}});
     report.heading("Parameters and FLOPs by component");
     std::vector<std::vector<Cell>> comp_rows;
     for (size_t i = 0; i < kComponents.size(); ++i)
