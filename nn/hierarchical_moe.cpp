@@ -3,6 +3,7 @@
 // as SpecializedExpertNetwork's (nn/moe.cpp), one level up: group slots instead of expert slots.
 #include "nn/hierarchical_moe.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace mg::nn {
@@ -12,6 +13,14 @@ void require_positive(int64_t value, const char* name) {
     if (value <= 0)
         throw std::invalid_argument(std::string("HierarchicalMixtureOfExperts: ") + name + " must be positive, got " +
                                     std::to_string(value));
+}
+
+// A group's local expert indices (n, k) as global ids: before pruning local e of group g is
+// g * E + e; after pruning, expert_ids[e] keeps the id the expert had when the layer was built.
+Tensor global_expert_ids(const Tensor& local, const std::vector<int64_t>& expert_ids) {
+    std::vector<int64_t> ids = local.to_vector<int64_t>();
+    for (int64_t& id : ids) id = expert_ids[(size_t)id];
+    return Tensor::from_vector(ids, local.shape(), local.device());
 }
 }  // namespace
 
@@ -55,8 +64,11 @@ HierarchicalMixtureOfExperts::HierarchicalMixtureOfExperts(const HierarchicalMoE
     mc.act = config.act;
     mc.schedule = config.schedule;
     mc.dtype = config.dtype;
-    for (int64_t g = 0; g < config.groups; ++g)
+    for (int64_t g = 0; g < config.groups; ++g) {
         groups.push_back(register_module("groups." + std::to_string(g), std::make_shared<SpecializedExpertNetwork>(mc, gen)));
+        expert_ids_.emplace_back();
+        for (int64_t e = 0; e < config.experts_per_group; ++e) expert_ids_.back().push_back(g * config.experts_per_group + e);
+    }
 }
 
 void HierarchicalMixtureOfExperts::check_input(const Tensor& x) const {
@@ -68,15 +80,32 @@ void HierarchicalMixtureOfExperts::check_input(const Tensor& x) const {
                                     " but parameters are " + dtype_name(config_.dtype));
 }
 
+// After pruning, groups differ in router size and perhaps k: count the k_g biggest (the most a token can use).
 int64_t HierarchicalMixtureOfExperts::active_parameters() const {
-    return group_router->num_parameters() + config_.group_k * groups[0]->active_parameters();
+    std::vector<int64_t> per_group;
+    for (const auto& group : groups) per_group.push_back(group->active_parameters());
+    std::sort(per_group.rbegin(), per_group.rend());
+    int64_t n = group_router->num_parameters();
+    for (int64_t j = 0; j < config_.group_k; ++j) n += per_group[(size_t)j];
+    return n;
+}
+
+int64_t HierarchicalMixtureOfExperts::remaining_experts() const {
+    int64_t n = 0;
+    for (const auto& ids : expert_ids_) n += (int64_t)ids.size();
+    return n;
 }
 
 int64_t HierarchicalMixtureOfExperts::flops_per_token() const {
     const int64_t group_router_flops = 2 * config_.d_in * config_.groups;
-    const int64_t expert_router_flops = 2 * config_.d_in * config_.experts_per_group;
     const int64_t expert_flops = groups[0]->experts[0]->flops_per_token();
-    return group_router_flops + config_.group_k * (expert_router_flops + config_.k * expert_flops);
+    std::vector<int64_t> per_group;  // router + k experts of each group (they differ only after pruning)
+    for (const auto& group : groups)
+        per_group.push_back(2 * config_.d_in * group->config().experts + group->config().k * expert_flops);
+    std::sort(per_group.rbegin(), per_group.rend());
+    int64_t flops = group_router_flops;
+    for (int64_t j = 0; j < config_.group_k; ++j) flops += per_group[(size_t)j];
+    return flops;
 }
 
 HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const Tensor& x) {
@@ -98,7 +127,7 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
         out.balance_loss = out.group_balance_loss + out.expert_balance_loss;
         hr.indices = Tensor::zeros({0, kg * k}, DType::Int64, x.device());
         hr.weights = Tensor::zeros({0, kg * k}, config_.dtype, x.device());
-        for (int64_t g = 0; g < G; ++g) hr.experts[g].expert_counts.assign(E, 0);
+        for (int64_t g = 0; g < G; ++g) hr.experts[g].expert_counts.assign((size_t)groups[g]->config().experts, 0);
         return out;
     }
 
@@ -131,14 +160,14 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
     int64_t busy_groups = 0;
     for (int64_t g = 0; g < G; ++g) {
         if (counts[g] == 0) {
-            hr.experts[g].expert_counts.assign(E, 0);
+            hr.experts[g].expert_counts.assign((size_t)groups[g]->config().experts, 0);
             continue;
         }
         SpecializedExpertNetwork::Output group_out = groups[g]->forward(x_groups[g]);
         Tensor gate = gate_groups[g].unsqueeze(-1);                        // (n_g, 1)
         y_parts.push_back(group_out.y * gate);                             // (n_g, d_out)
         weight_parts.push_back(group_out.routing.weights * gate);          // (n_g, k) final gates
-        id_parts.push_back(group_out.routing.indices + (double)(g * E));   // (n_g, k) global ids
+        id_parts.push_back(global_expert_ids(group_out.routing.indices, expert_ids_[g]));  // (n_g, k)
         expert_loss_sum = expert_loss_sum.defined() ? expert_loss_sum + group_out.balance_loss : group_out.balance_loss;
         ++busy_groups;
         hr.experts[g] = std::move(group_out.routing);
@@ -158,17 +187,18 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
 
 Tensor HierarchicalMixtureOfExperts::forward_dense_reference(const Tensor& x) {
     check_input(x);
-    const int64_t T = x.size(0), G = config_.groups, E = config_.experts_per_group;
+    const int64_t T = x.size(0), G = config_.groups;
     Routing gr = group_router->forward(x);
     // group_gates (T, G): each token's k_g group gates at their groups' columns, 0 elsewhere.
     Tensor group_gates = scatter_add(Tensor::zeros({T, G}, config_.dtype, x.device()), 1, gr.indices, gr.weights);
     Tensor y;
     for (int64_t g = 0; g < G; ++g) {
         SpecializedExpertNetwork& group = *groups[g];
+        const int64_t E_g = group.config().experts;  // E, or fewer after pruning
         Routing r = group.router->forward(x);  // every token, routed as if it had come here
-        Tensor expert_gates = scatter_add(Tensor::zeros({T, E}, config_.dtype, x.device()), 1, r.indices, r.weights);
-        Tensor gates = expert_gates * group_gates.slice(1, g, g + 1);  // (T, E) the product of both gates
-        for (int64_t e = 0; e < E; ++e) {
+        Tensor expert_gates = scatter_add(Tensor::zeros({T, E_g}, config_.dtype, x.device()), 1, r.indices, r.weights);
+        Tensor gates = expert_gates * group_gates.slice(1, g, g + 1);  // (T, E_g) the product of both gates
+        for (int64_t e = 0; e < E_g; ++e) {
             Tensor term = group.experts[e]->forward(x) * gates.slice(1, e, e + 1);  // (T, d_out)
             y = y.defined() ? y + term : term;
         }

@@ -87,12 +87,24 @@ public:
     // elementwise gate products and sums (O(k_g * k * d_out)) are not counted.
     int64_t flops_per_token() const;
 
+    // Expert pruning (nn/pruning.cpp): removes the experts with the given global ids (g * E + e,
+    // as in HierarchicalRouting::indices) from their groups (SpecializedExpertNetwork::
+    // prune_experts). Global ids keep their meaning after pruning: the routing reports the
+    // original ids, so utilization arrays keep G * E entries (0 for a removed expert). Returns
+    // the parameters removed. Throws std::invalid_argument for an id out of range, or when a
+    // group would lose all its experts (the group router would still send tokens there).
+    int64_t prune_experts(const std::vector<int64_t>& global_ids);
+    // The original global id of each expert still in group g (g * E + e before any pruning).
+    const std::vector<int64_t>& expert_ids(int64_t group) const { return expert_ids_.at((size_t)group); }
+    int64_t remaining_experts() const;
+
     std::shared_ptr<TopKRouter> group_router;
     std::vector<std::shared_ptr<SpecializedExpertNetwork>> groups;
 
 private:
     void check_input(const Tensor& x) const;
     HierarchicalMoEConfig config_;
+    std::vector<std::vector<int64_t>> expert_ids_;  // (G) original global ids of each group's experts
 };
 
 }  // namespace mg::nn

@@ -1,5 +1,6 @@
 #include "nn/module.h"
 
+#include <stdexcept>
 #include <utility>
 
 namespace mg::nn {
@@ -91,6 +92,24 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
     value.set_requires_grad(true);
     params_.emplace_back(name, value);
     return value;
+}
+
+void Module::replace_module(const std::string& name, std::shared_ptr<Module> module) {
+    for (auto& [child_name, child] : children_)
+        if (child_name == name) {
+            child = std::move(module);
+            return;
+        }
+    throw std::invalid_argument(type_name() + "::replace_module: no child module named '" + name + "'");
+}
+
+void Module::remove_module(const std::string& name) {
+    for (auto it = children_.begin(); it != children_.end(); ++it)
+        if (it->first == name) {
+            children_.erase(it);
+            return;
+        }
+    throw std::invalid_argument(type_name() + "::remove_module: no child module named '" + name + "'");
 }
 
 Tensor Module::register_buffer(const std::string& name, Tensor value) {

@@ -49,6 +49,11 @@ protected:
         children_.emplace_back(name, module);
         return module;
     }
+    // Puts `module` in the place of the child `name` (same position in the walk), or removes the
+    // child: for surgery on a built model (expert pruning, nn/pruning.cpp). Throw
+    // std::invalid_argument when there is no child of that name.
+    void replace_module(const std::string& name, std::shared_ptr<Module> module);
+    void remove_module(const std::string& name);
     // Called by train(); modules with training-dependent children need nothing more.
     virtual void on_train(bool) {}
 

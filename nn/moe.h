@@ -211,6 +211,15 @@ public:
     // Parameters one token uses: the router plus k experts (all experts are the same size).
     int64_t active_parameters() const;
 
+    // Expert pruning (nn/pruning.cpp, docs/nn/moe.md "Expert pruning"): keeps only the experts in
+    // `keep` (ascending, distinct, in [0, experts)), renumbered 0..n-1 in that order, and the
+    // router rows of those experts, so the gate softmax renormalises over the experts left.
+    // k becomes min(k, n). A token whose k chosen experts are all kept gets exactly the output
+    // it had (with softmax_over_topk or renormalize; not with renormalize = false, where the
+    // softmax's denominator loses the removed experts). Returns the parameters removed. Throws
+    // std::invalid_argument when `keep` is empty (pruning every expert) or malformed.
+    int64_t prune_experts(const std::vector<int64_t>& keep);
+
     std::shared_ptr<TopKRouter> router;
     std::vector<std::shared_ptr<ExpertLayer>> experts;
 

@@ -2,6 +2,8 @@
 // Every forward is a handful of engine ops, so autograd gives the backward.
 #include "nn/transformer.h"
 
+#include "nn/init.h"
+
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -41,6 +43,29 @@ Tensor PositionalEncoding::forward(int64_t T) const {
     require(T >= 0 && T <= max_len, "PositionalEncoding: sequence length " + std::to_string(T) +
                                         " is longer than max_len " + std::to_string(max_len));
     return table.slice(0, 0, T);  // (T, d), a view
+}
+
+// ---- HybridPositionalEncoding ------------------------------------------------------------------------
+HybridPositionalEncoding::HybridPositionalEncoding(int64_t max_len_, int64_t d_model_, Generator& gen,
+                                                   HybridPositionConfig config)
+    : max_len(max_len_), d_model(d_model_) {
+    require(max_len > 0 && d_model > 0, "HybridPositionalEncoding: max_len and d_model must be positive, got " +
+                                            std::to_string(max_len) + " and " + std::to_string(d_model));
+    require(config.learned_std >= 0, "HybridPositionalEncoding: learned_std must be >= 0");
+    sinusoidal = register_module("sinusoidal", std::make_shared<PositionalEncoding>(max_len, d_model, config.dtype));
+    learned = register_parameter("learned", init::normal({max_len, d_model}, 0.0, config.learned_std, gen, config.dtype));
+    gate = register_parameter("gate", Tensor::full({d_model}, config.gate_init, config.dtype));
+}
+
+Tensor HybridPositionalEncoding::mix() const { return sigmoid(gate); }
+
+Tensor HybridPositionalEncoding::forward(int64_t T) const {
+    require(T >= 0 && T <= max_len, "HybridPositionalEncoding: sequence length " + std::to_string(T) +
+                                        " is outside [0, max_len = " + std::to_string(max_len) + "]");
+    Tensor g = mix();                                   // (d)
+    Tensor fixed = sinusoidal->forward(T);              // (T, d)
+    Tensor table = learned.slice(0, 0, T);              // (T, d)
+    return fixed * (1.0 - g) + table * g;               // (T, d)
 }
 
 // ---- CausalSelfAttention -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // nn/transformer.h: the parts of a decoder-only transformer, as in GPT-2 / nanoGPT, each a Module:
 //
 //   PositionalEncoding     the fixed sinusoidal table of "Attention Is All You Need" (a buffer)
+//   HybridPositionalEncoding  that table mixed with a learned one by a learned per-channel gate
 //   CausalSelfAttention    multi-head self-attention where token t sees tokens 0..t; by default
 //                          the memory-efficient mg::attention op, mg::attention_reference on request
 //   TransformerBlock       pre-norm: x + attn(ln1(x)), then x + ffn(ln2(x)), where the FFN is a
@@ -37,6 +38,35 @@ public:
 
     int64_t max_len, d_model;
     Tensor table;  // (max_len, d_model)
+};
+
+// ---- HybridPositionalEncoding (sinusoidal + learned, mixed by a learned gate) -------------------
+// pe[t] = (1 - g) * sinusoidal[t] + g * learned[t],   g = sigmoid(gate)  (one gate per channel)
+// The sinusoid gives every position a fixed, smooth code from the first step (and relative
+// offsets as rotations); the learned table (GPT-2's kind) can fit whatever the data wants. The
+// gate lets the model choose per channel. gate starts at gate_init (0: g = 0.5, an even mix)
+// and the learned table at N(0, learned_std^2), so at init pe is about half the sinusoid.
+// Parameters: max_len * d_model (table) + d_model (gate). docs/nn/transformer.md, "Hybrid positions".
+struct HybridPositionConfig {
+    double gate_init = 0.0;      // the gate logits' initial value; g = sigmoid(gate_init)
+    double learned_std = 0.02;   // the learned table's initial standard deviation (GPT-2's)
+    DType dtype = DType::Float32;
+};
+
+class HybridPositionalEncoding : public Module {
+public:
+    HybridPositionalEncoding(int64_t max_len, int64_t d_model, Generator& gen, HybridPositionConfig config = {});
+    // The first T rows of the mix: (T, d_model). Throws std::invalid_argument when T > max_len.
+    Tensor forward(int64_t T) const;
+    Tensor operator()(int64_t T) const { return forward(T); }
+    // sigmoid(gate): (d_model), the learned table's share in each channel.
+    Tensor mix() const;
+    std::string type_name() const override { return "HybridPositionalEncoding"; }
+
+    int64_t max_len, d_model;
+    std::shared_ptr<PositionalEncoding> sinusoidal;  // the fixed table (a buffer)
+    Tensor learned;  // (max_len, d_model) parameter
+    Tensor gate;     // (d_model) parameter, gate logits
 };
 
 // ---- CausalSelfAttention -------------------------------------------------------------------------
