@@ -98,6 +98,8 @@ MoEBlock::MoEBlock(const MoELanguageModelConfig& c, Generator& gen) : config_(c)
     mc.group_k = c.group_k;
     mc.experts_per_group = c.experts / c.groups;
     mc.k = c.k;
+    mc.group_capacity_factor = c.group_capacity_factor;
+    mc.capacity_factor = c.capacity_factor;
     mc.group_balance_alpha = c.balance_alpha;
     mc.balance_alpha = c.balance_alpha;
     mc.act = ExpertActivation::GELU;

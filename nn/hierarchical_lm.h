@@ -48,6 +48,8 @@ struct MoELanguageModelConfig {
     int64_t group_k = 1;             // k_g: groups per token
     int64_t k = 2;                   // experts per token inside each chosen group
     int64_t expert_hidden = 512;     // each expert d -> expert_hidden -> d (GELU)
+    double group_capacity_factor = 0;  // level 1 capacity (docs/nn/routing.md); 0 = dropless
+    double capacity_factor = 0;        // level 2, inside each group; 0 = dropless
     // ---- training ----
     double balance_alpha = 0.01;     // Switch balance loss weight of every router (both levels, attention)
     double dropout = 0.0;            // residual dropout after attention and after the MoE

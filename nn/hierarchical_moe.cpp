@@ -17,14 +17,16 @@ void require_positive(int64_t value, const char* name) {
 
 // A group's local expert indices (n, k) as global ids: before pruning local e of group g is
 // g * E + e; after pruning, expert_ids[e] keeps the id the expert had when the layer was built.
-Tensor global_expert_ids(const Tensor& local, const std::vector<int64_t>& expert_ids) {
-    std::vector<int64_t> ids = local.to_vector<int64_t>();
-    for (int64_t& id : ids) id = expert_ids[(size_t)id];
-    return Tensor::from_vector(ids, local.shape(), local.device());
+// A group's local expert ids as global ones (g * E + e, kept through pruning); a slot the group's
+// capacity dropped becomes -1, as metrics::compute_routing_stats expects.
+Tensor global_expert_ids(const Routing& routing, const std::vector<int64_t>& expert_ids) {
+    std::vector<int64_t> ids = routing.indices.to_vector<int64_t>();
+    for (size_t s = 0; s < ids.size(); ++s) ids[s] = routing.kept[s] ? expert_ids[(size_t)ids[s]] : -1;
+    return Tensor::from_vector(ids, routing.indices.shape(), routing.indices.device());
 }
 }  // namespace
 
-std::vector<int64_t> HierarchicalRouting::flat_group_ids() const { return group.indices.to_vector<int64_t>(); }
+std::vector<int64_t> HierarchicalRouting::flat_group_ids() const { return group.flat_expert_ids(); }  // -1: dropped
 std::vector<int64_t> HierarchicalRouting::flat_expert_ids() const { return indices.to_vector<int64_t>(); }
 
 HierarchicalMixtureOfExperts::HierarchicalMixtureOfExperts(const HierarchicalMoEConfig& config, Generator& gen)
@@ -48,6 +50,7 @@ HierarchicalMixtureOfExperts::HierarchicalMixtureOfExperts(const HierarchicalMoE
     rc.softmax_over_topk = config.softmax_over_topk;
     rc.renormalize = config.renormalize;
     rc.bias = config.router_bias;
+    rc.capacity_factor = config.group_capacity_factor;
     rc.dtype = config.dtype;
     group_router = register_module("group_router", std::make_shared<TopKRouter>(rc, gen));
 
@@ -61,6 +64,7 @@ HierarchicalMixtureOfExperts::HierarchicalMixtureOfExperts(const HierarchicalMoE
     mc.softmax_over_topk = config.softmax_over_topk;
     mc.renormalize = config.renormalize;
     mc.router_bias = config.router_bias;
+    mc.capacity_factor = config.capacity_factor;
     mc.act = config.act;
     mc.schedule = config.schedule;
     mc.dtype = config.dtype;
@@ -133,10 +137,15 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
 
     // 1. Group the T*k_g group slots by group (slot s = t*k_g + j: token t's j-th group). The
     //    stable sort keeps each group's tokens in token order; a token is at most once per group.
-    Tensor slot_group = hr.group.indices.reshape({T * kg});  // (T*k_g)
-    Tensor order = argsort(slot_group, 0);                    // (T*k_g) slots, grouped by group
+    //    Slots the group capacity dropped get the id G: they sort last, into a part no group runs.
+    std::vector<int64_t> slot_ids = hr.group.indices.to_vector<int64_t>();  // (T*k_g) token-major
+    for (size_t s = 0; s < slot_ids.size(); ++s)
+        if (!hr.group.kept[s]) slot_ids[s] = G;
+    Tensor order = argsort(Tensor::from_vector(slot_ids, {T * kg}, x.device()), 0);  // grouped by group
     Tensor slot_token = order / (double)kg;                   // (T*k_g) token of each sorted slot
-    const std::vector<int64_t>& counts = hr.group.expert_counts;  // (G) tokens per group
+    std::vector<int64_t> counts = hr.group.expert_counts;     // (G) kept tokens per group ...
+    const int64_t dropped = hr.group.dropped_slots;
+    counts.push_back(dropped);                                // ... and the dropped slots last
     {
         std::vector<int64_t> tokens = slot_token.to_vector<int64_t>();
         int64_t start = 0;
@@ -149,7 +158,7 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
     // 2. Dispatch: each group's tokens and their group gates (views into one sorted copy).
     Tensor x_sorted = index_select(x, 0, slot_token);                                 // (T*k_g, d_in)
     Tensor gate_sorted = index_select(hr.group.weights.reshape({T * kg}), 0, order);  // (T*k_g)
-    std::vector<Tensor> x_groups = split(x_sorted, counts, 0);                         // (n_g, d_in)
+    std::vector<Tensor> x_groups = split(x_sorted, counts, 0);                         // (n_g, d_in), G+1 parts
     std::vector<Tensor> gate_groups = split(gate_sorted, counts, 0);                   // (n_g)
 
     // 3. Each group is a whole sparse MoE layer on its own tokens. Groups run one after another;
@@ -167,10 +176,15 @@ HierarchicalMixtureOfExperts::Output HierarchicalMixtureOfExperts::forward(const
         Tensor gate = gate_groups[g].unsqueeze(-1);                        // (n_g, 1)
         y_parts.push_back(group_out.y * gate);                             // (n_g, d_out)
         weight_parts.push_back(group_out.routing.weights * gate);          // (n_g, k) final gates
-        id_parts.push_back(global_expert_ids(group_out.routing.indices, expert_ids_[g]));  // (n_g, k)
+        id_parts.push_back(global_expert_ids(group_out.routing, expert_ids_[g]));  // (n_g, k), -1 = dropped
         expert_loss_sum = expert_loss_sum.defined() ? expert_loss_sum + group_out.balance_loss : group_out.balance_loss;
         ++busy_groups;
         hr.experts[g] = std::move(group_out.routing);
+    }
+    if (dropped > 0) {  // the group-dropped slots: no output, weight 0, expert id -1
+        y_parts.push_back(Tensor::zeros({dropped, d_out}, config_.dtype, x.device()));
+        weight_parts.push_back(Tensor::zeros({dropped, k}, config_.dtype, x.device()));
+        id_parts.push_back(Tensor::full({dropped, k}, -1, DType::Int64, x.device()));
     }
     out.expert_balance_loss = expert_loss_sum / (double)busy_groups;
     out.balance_loss = out.group_balance_loss + out.expert_balance_loss;

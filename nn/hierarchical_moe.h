@@ -36,6 +36,12 @@ struct HierarchicalMoEConfig {
     bool softmax_over_topk = true;      // both levels; see RouterConfig
     bool renormalize = true;
     bool router_bias = false;
+    // Capacity factors (docs/nn/routing.md), 0 = dropless. Level 1: each group takes at most
+    // ceil(k_g * T * cf / G) of the T*k_g group slots; a dropped slot contributes nothing (the
+    // token's other slots, or in a transformer the residual, carry it). Level 2: inside each
+    // group, over the tokens that group received, as SpecializedExpertNetwork does.
+    double group_capacity_factor = 0;
+    double capacity_factor = 0;
     ExpertActivation act = ExpertActivation::ReLU;
     ExpertSchedule schedule = ExpertSchedule::Auto;  // inside each group
     DType dtype = DType::Float32;
@@ -51,7 +57,7 @@ struct HierarchicalRouting {
     int64_t experts_per_group = 0;
     // Both levels joined: for token t, group slot j and expert slot i, column j * k + i holds
     // the global expert id g * E + e and the final gate G_tg * g_tge.
-    Tensor indices;  // (T, k_g * k) int64
+    Tensor indices;  // (T, k_g * k) int64 global expert ids g * E + e; -1 for a slot a capacity dropped
     Tensor weights;  // (T, k_g * k) differentiable; rows sum to 1 with softmax_over_topk
 
     // Token-major host vectors, the inputs of metrics::compute_routing_stats:

@@ -155,6 +155,72 @@ TEST_CASE("hierarchical moe: a group that gets no tokens is skipped") {
     CHECK_FALSE(moe.groups[2]->experts[0]->weights[0].grad().defined());
 }
 
+// Capacity at level 1: a group takes at most ceil(k_g * T * cf / G) slots; a dropped slot adds
+// nothing. With level 2 dropless each group's output on a token does not depend on the other
+// tokens, so the layer must equal: sum over the token's kept group slots of gate * group(x).
+TEST_CASE("hierarchical moe: a group capacity drops slots, and what is kept is exact") {
+    Generator gen(9);
+    HierarchicalMoEConfig c = tiny_config(DType::Float64, 2, 2);
+    c.router_bias = true;
+    c.group_capacity_factor = 1.0;
+    HierarchicalMixtureOfExperts moe(c, gen);
+    // Push every token's first choice to group 0: its demand (T) exceeds its capacity.
+    set_parameter(moe.group_router->bias, Tensor::from_vector(std::vector<double>{3, 0, 0}, {3}));
+    const int64_t T = 12;
+    Tensor x = randn({T, 5}, gen, DType::Float64);
+    auto out = moe(x);
+    const Routing& gr = out.routing.group;
+    CHECK(gr.capacity == 8);  // ceil(2 * 12 * 1.0 / 3)
+    REQUIRE(gr.dropped_slots > 0);
+    for (int64_t n : gr.expert_counts) CHECK(n <= gr.capacity);
+    // The reference, token by token.
+    std::vector<Tensor> group_y;
+    for (auto& group : moe.groups) group_y.push_back(group->forward(x).y);  // (T, 3), dropless inside
+    const std::vector<int64_t> ids = gr.indices.to_vector<int64_t>();
+    const std::vector<double> w = gr.weights.to_vector<double>();
+    Tensor expected = Tensor::zeros({T, 3}, DType::Float64);
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < 2; ++j)
+            if (gr.kept[t * 2 + j]) {
+                CHECK(w[t * 2 + j] != 0);
+                expected.select(0, t).add_(group_y[ids[t * 2 + j]].select(0, t) * w[t * 2 + j]);
+            } else {
+                CHECK(w[t * 2 + j] == 0);
+            }
+    CHECK(test::allclose(out.y, expected, 1e-12, 1e-12));
+    // Dropped group slots are -1 in both flat id lists (k_g * k = 4 expert slots per token).
+    const std::vector<int64_t> group_ids = out.routing.flat_group_ids(), expert_ids = out.routing.flat_expert_ids();
+    CHECK(std::count(group_ids.begin(), group_ids.end(), -1) == gr.dropped_slots);
+    CHECK(std::count(expert_ids.begin(), expert_ids.end(), -1) == 2 * gr.dropped_slots);
+    const auto stats = metrics::compute_routing_stats(group_ids, 2, {}, 3, 1);
+    CHECK(stats.dropped_fraction > 0);
+    (sum(out.y) + out.balance_loss).backward();  // the backward runs through the dropped part
+}
+
+// Capacity at level 2: inside each group, over the tokens that group received.
+TEST_CASE("hierarchical moe: an expert capacity inside the groups") {
+    Generator gen(10);
+    HierarchicalMoEConfig c = tiny_config(DType::Float64, 1, 2);
+    c.capacity_factor = 1.0;
+    HierarchicalMixtureOfExperts moe(c, gen);
+    Tensor x = randn({40, 5}, gen, DType::Float64);
+    auto out = moe(x);
+    int64_t dropped = 0;
+    for (int64_t g = 0; g < 3; ++g) {
+        const Routing& r = out.routing.experts[g];
+        if (out.routing.group_tokens[g].empty()) continue;
+        CHECK(r.capacity == (2 * (int64_t)out.routing.group_tokens[g].size() + 3) / 4);  // ceil(k * n_g / E)
+        for (int64_t n : r.expert_counts) CHECK(n <= r.capacity);
+        dropped += r.dropped_slots;
+    }
+    const std::vector<int64_t> ids = out.routing.flat_expert_ids();
+    CHECK(std::count(ids.begin(), ids.end(), -1) == dropped);
+    // A kept slot's weight is the product of both gates; a dropped one's is 0.
+    const std::vector<double> w = out.routing.weights.to_vector<double>();
+    for (size_t s = 0; s < ids.size(); ++s)
+        if (ids[s] < 0) CHECK(w[s] == 0);
+}
+
 TEST_CASE("hierarchical moe: finite-difference gradients of the whole layer (float64)") {
     // y and both balance losses, wrt x and every parameter. GELU (no kinks) and routers scaled
     // up so that no top-k choice, at either level, is within reach of the finite-difference step.

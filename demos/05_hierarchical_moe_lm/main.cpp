@@ -290,12 +290,14 @@ std::vector<std::vector<Cell>> routing_rows(const Evaluation& e) {
         for (auto [level, st] : {std::pair<const char*, const RoutingStats*>{"attention experts", &s.attention},
                                  {"FFN groups", &s.group}, {"FFN experts", &s.expert}})
             rows.push_back({Cell((int64_t)l), Cell(level), Cell(joined(st->utilization, 3)), Cell::fixed(st->balance_variance, 5),
-                            Cell::fixed(st->specialization_entropy_bits, 3), Cell::fixed(st->specialization_index, 3)});
+                            Cell::fixed(st->specialization_entropy_bits, 3), Cell::fixed(st->specialization_index, 3),
+                            Cell::percent(st->dropped_fraction, 2)});
     }
     return rows;
 }
 const std::vector<std::string> kRoutingHeader = {"layer", "level", "utilization", "balance variance",
-                                                 "H(domain | expert), bits", "specialization index"};
+                                                 "H(domain | expert), bits", "specialization index",
+                                                 "tokens dropped (capacity)"};
 
 // The model's own module tree as boxes and arrows, down to `max_depth` levels. Children named
 // "experts.0" .. "experts.7" (the same type, side by side) become one box "experts x8".
@@ -369,6 +371,8 @@ int run(int argc, char** argv) {
     int64_t& seq = cli.flag("seq", 64, "sequence length (bytes)");
     double& lr = cli.flag("lr", 2e-3, "peak AdamW learning rate (warmup, then cosine to lr/10)");
     double& alpha = cli.flag("alpha", 0.01, "Switch balance loss weight of every router");
+    double& group_capacity = cli.flag("group-capacity", 0.0, "capacity factor of the group router (level 1); 0 = dropless");
+    double& expert_capacity = cli.flag("capacity", 0.0, "capacity factor inside each group (level 2); 0 = dropless");
     double& dropout = cli.flag("dropout", 0.0, "residual dropout");
     double& clip = cli.flag("clip", 1.0, "gradient clipping by global norm (0 = off)");
     bool& checkpoint_activations = cli.flag("checkpoint-activations", false, "recompute each block in backward (less memory)");
@@ -426,6 +430,8 @@ int run(int argc, char** argv) {
     config.expert_hidden = expert_hidden > 0 ? expert_hidden : 2 * config.d_model;
     config.max_seq = seq;
     config.balance_alpha = alpha;
+    config.group_capacity_factor = group_capacity;
+    config.capacity_factor = expert_capacity;
     config.dropout = dropout;
     config.checkpoint_activations = checkpoint_activations;
     config.schedule = schedule == "serial" ? nn::ExpertSchedule::Serial
@@ -580,6 +586,8 @@ int run(int argc, char** argv) {
     cj["experts"] = config.experts;
     cj["groups"] = config.groups;
     cj["group_k"] = config.group_k;
+    cj["group_capacity_factor"] = config.group_capacity_factor;
+    cj["capacity_factor"] = config.capacity_factor;
     cj["k"] = config.k;
     cj["expert_hidden"] = config.expert_hidden;
     cj["seq"] = seq;
@@ -781,10 +789,11 @@ int run(int argc, char** argv) {
     write_text_file(out + "metrics.json", metrics.dump());
 
     // ---- terminal summary -------------------------------------------------------------------------
-    std::printf("\n%-6s %-18s %-48s %9s %9s %9s\n", "layer", "level", "utilization", "bal.var", "H bits", "spec.idx");
+    std::printf("\n%-6s %-18s %-48s %9s %9s %9s %8s\n", "layer", "level", "utilization", "bal.var", "H bits", "spec.idx",
+                "dropped");
     for (const auto& row : routing_rows(before))
-        std::printf("%-6s %-18s %-48s %9s %9s %9s\n", row[0].text.c_str(), row[1].text.c_str(), row[2].text.c_str(),
-                    row[3].text.c_str(), row[4].text.c_str(), row[5].text.c_str());
+        std::printf("%-6s %-18s %-48s %9s %9s %9s %8s\n", row[0].text.c_str(), row[1].text.c_str(), row[2].text.c_str(),
+                    row[3].text.c_str(), row[4].text.c_str(), row[5].text.c_str(), row[6].text.c_str());
     for (auto& [domain, text] : samples) std::printf("\n[%s] %s\n", domain.c_str(), printable(text).c_str());
     std::printf("\n");
     for (auto& [what, ok] : checks) std::printf("%s %s\n", ok ? "PASS" : "FAIL", what.c_str());
