@@ -56,6 +56,11 @@ TEST_CASE("text tokenizer: every byte value round-trips") {
     CHECK_THROWS_AS(decode({-1}), std::invalid_argument);
 }
 
+TEST_CASE("text printable: newlines and printable ASCII kept, other bytes shown as ?") {
+    CHECK(printable(std::string("ab\n~ \t\x01\xff", 8)) == "ab\n~ ???");
+    CHECK(printable("").empty());
+}
+
 TEST_CASE("text corpus: synthetic corpus is deterministic by seed, domains and split by document") {
     SyntheticCorpusConfig config{.documents_per_domain = 60};
     mg::Generator gen_a(3), gen_b(3), gen_c(4);

@@ -200,13 +200,6 @@ std::vector<std::string> domain_prompts(const TextCorpus& corpus, size_t length)
     return prompts;
 }
 
-// Bytes as a reader can see them in a Markdown code block.
-std::string printable(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) out += (c == '\n' || (c >= 32 && c < 127)) ? (char)c : '?';
-    return out;
-}
-
 // ---- --peer-config: the PyTorch peer's model on the peer's bytes -------------------------------
 int run_peer(const std::string& train_path, const std::string& eval_path, const std::string& ffn, int64_t warmup,
              int64_t timed, int64_t infer_iters, uint64_t seed, int threads) {

@@ -342,12 +342,6 @@ void dependency_graph(const nn::Module& model, const std::string& path, int max_
                 layers, edges);
 }
 
-std::string printable(const std::string& s) {
-    std::string out;
-    for (unsigned char ch : s) out += (ch == '\n' || (ch >= 32 && ch < 127)) ? (char)ch : '?';
-    return out;
-}
-
 }  // namespace
 
 int run(int argc, char** argv) {

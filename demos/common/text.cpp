@@ -23,6 +23,12 @@ std::vector<int64_t> encode(const std::string& text) {
     return ids;
 }
 
+std::string printable(const std::string& bytes) {
+    std::string out;
+    for (unsigned char c : bytes) out += (c == '\n' || (c >= 32 && c < 127)) ? (char)c : '?';
+    return out;
+}
+
 std::string decode(const std::vector<int64_t>& ids) {
     std::string text(ids.size(), '\0');
     for (size_t i = 0; i < ids.size(); ++i) {

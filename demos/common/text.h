@@ -41,6 +41,9 @@ inline constexpr int64_t kByteVocabSize = 256;
 std::vector<int64_t> encode(const std::string& text);
 // Throws std::invalid_argument for an id outside [0, 256).
 std::string decode(const std::vector<int64_t>& ids);
+// Bytes as a reader can see them in a terminal or a Markdown code block: newlines and printable
+// ASCII kept, every other byte shown as '?' (generated samples).
+std::string printable(const std::string& bytes);
 
 // ---- corpora ------------------------------------------------------------------------------------
 struct TextCorpus {
