@@ -85,14 +85,14 @@ ifeq ($(CUDA),1)
   else
     NVCC_ARCH := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
   endif
-  NVCCFLAGS  := -std=c++20 -O3 $(NVCC_ARCH) -I. -Xcompiler -fopenmp,-march=native -MMD -MP --expt-relaxed-constexpr
+  NVCCFLAGS  := -std=c++20 -O3 $(NVCC_ARCH) -I. -Xcompiler -fopenmp,-march=native -MMD -MP --expt-relaxed-constexpr --extended-lambda -DMG_CUDA=1
   CXXFLAGS   += -DMG_CUDA=1 -I$(CUDA_HOME)/include
   LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 
 # ---------------------------------------------------------------------------------------------
 # Sources. engine/ and nn/ form libmoegrad.a; demos/common/ forms libdemokit.a.
-ENGINE_SRC := $(wildcard engine/*.cpp engine/cpu/*.cpp)
+ENGINE_SRC := $(wildcard engine/*.cpp engine/cpu/*.cpp engine/cuda/*.cpp)
 CUDA_SRC   := $(if $(filter 1,$(CUDA)),$(wildcard engine/cuda/*.cu))
 NN_SRC     := $(wildcard nn/*.cpp)
 KIT_SRC    := $(wildcard demos/common/*.cpp)

@@ -1,0 +1,9 @@
+// cuda/kernels_memory.cu: (being written for the CUDA backend issue)
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/kernels.h"
+
+namespace mg::cuda {
+
+void register_memory_kernels() {}
+
+}  // namespace mg::cuda
