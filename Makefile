@@ -7,6 +7,8 @@
 #   make bench        build and run the benchmarks (needs OpenBLAS: apt-get install libopenblas-dev)
 #   make demos        build every demos/NN_name/ folder
 #   make stats        line counts of engine/ and nn/
+#   make gpu-check    on a machine with an NVIDIA GPU: CUDA tests, compute-sanitizer, demos and
+#                     benchmarks on the GPU, one summary (.ci/gpu-check)
 #
 # Knobs: CUDA=auto|0|1  DEBUG=1  SANITIZE=1  DOCTEST_INC=dir  STB_INC=dir  BUILD=dir
 
@@ -109,7 +111,7 @@ LIB     := $(BUILD)/libmoegrad.a
 KIT     := $(BUILD)/libdemokit.a
 TESTS   := $(BUILD)/tests/moegrad_tests
 
-.PHONY: all run test sanitize bench demos stats clean found docs-check
+.PHONY: all run test sanitize bench demos stats clean found docs-check gpu-check
 # Keep intermediate objects (demo and snippet objects) so that a second make relinks nothing.
 .SECONDARY:
 all: found $(LIB) $(KIT) $(TESTS) $(DEMO_BINS)
@@ -166,6 +168,11 @@ sanitize:
 	$(MAKE) --no-print-directory BUILD=build-sanitize SANITIZE=1 CUDA=0 all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 MOEGRAD_BUILD=build-sanitize MOEGRAD_SMOKE=1 \
 	  ./build-sanitize/tests/moegrad_tests
+
+# On a machine with an NVIDIA GPU: build, the whole suite with the CUDA tests, compute-sanitizer
+# on the parity tests, every demo's --quick on the GPU, the GPU benchmarks; one summary (.ci/gpu-check).
+gpu-check:
+	DOCTEST_INC=$(DOCTEST_INC) STB_INC=$(STB_INC) ./.ci/gpu-check
 
 # Benchmarks link OpenBLAS (the yardstick only; the engine never uses it).
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(KIT) $(LIB)

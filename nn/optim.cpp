@@ -259,12 +259,17 @@ void Optimizer::load_state_tensors(const std::map<std::string, Tensor>& tensors)
 // ---- clipping -------------------------------------------------------------------------------------------
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     NoGradGuard no_grad;
-    double sum_squares = 0.0;
+    // The sum of squares stays on the parameters' device until the end: one host read for the
+    // whole norm, not one per parameter (each is a wait for the GPU). Each parameter's sum is
+    // widened to float64 before adding, as adding the item() values in double did.
+    Tensor sum_squares;
     for (const Tensor& p : params) {
         Tensor g = p.grad();
-        if (g.defined()) sum_squares += mg::sum(g * g).item();
+        if (!g.defined()) continue;
+        Tensor s = mg::sum(g * g).to(DType::Float64);
+        sum_squares = sum_squares.defined() ? sum_squares + s : s;
     }
-    double total = std::sqrt(sum_squares);
+    double total = sum_squares.defined() ? std::sqrt(sum_squares.item()) : 0.0;
     double coef = max_norm / (total + 1e-6);
     if (coef < 1.0)
         for (const Tensor& p : params) {
