@@ -60,6 +60,8 @@ namespace mg {
     OP(cumsum, Kernel, true)                                                   \
     /* linear algebra and neural-network ops (engine/ops_nn.cpp) */            \
     OP(matmul, Kernel, true)                                                   \
+    OP(grouped_matmul, Kernel, true)                                           \
+    OP(grouped_matmul_weight_grad, Kernel, false)                              \
     OP(softmax, Kernel, true)                                                  \
     OP(log_softmax, Kernel, true)                                              \
     OP(cross_entropy, Kernel, true)                                            \

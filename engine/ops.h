@@ -74,6 +74,12 @@ Tensor cumsum(const Tensor& x, int64_t dim);
 // ---- linear algebra (ops_matmul.cpp) and neural-network ops (ops_nn.cpp) --------------------------------------
 // (n,k)@(k,m); batched (..., n, k)@(..., k, m) with broadcast batch dims; 1-d operands as in NumPy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// Many matrix products in one op, one per group of rows (the experts of an MoE layer in one
+// launch). x (N, K) holds the groups back to back: group g is rows [offsets[g], offsets[g+1]);
+// w (G, M, K) holds one weight per group, laid out like a Linear's (out, in); offsets (G+1) is an
+// int64 tensor on x's device with offsets[0] = 0, non-decreasing, offsets[G] = N. Returns
+// y (N, M) with y[r] = w[g(r)] x[r], i.e. y_g = x_g w_g^T. An empty group is allowed.
+Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Tensor& offsets);
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Mean over the targets that are not ignore_index of -log_softmax(logits)[target].

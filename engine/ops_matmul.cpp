@@ -47,3 +47,62 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 }
 
 }  // namespace mg
+
+namespace mg {
+using namespace detail;
+
+// ---- grouped_matmul ----------------------------------------------------------------------------
+// y_g = x_g w_g^T for every group g of rows, in one kernel call. The kernel gets contiguous x, w
+// and offsets; attrs.flag = false multiplies by w_g^T (w is (G, M, K)), true by w_g itself
+// (w is (G, K, M)), which is what the backward needs:
+//   dL/dx_g = dL/dy_g w_g          (grouped_matmul with flag = true)
+//   dL/dw_g = (dL/dy_g)^T x_g      (grouped_matmul_weight_grad: one (M, K) product per group)
+// Group g's rows never meet another group's weights, so the backward of each group is exactly
+// that of its own matmul(x_g, w_g.t()).
+namespace {
+Tensor grouped_product(const Tensor& x, const Tensor& w, const Tensor& offsets, bool w_as_is) {
+    const int64_t out_cols = w_as_is ? w.size(2) : w.size(1);
+    Tensor y = make_tensor({x.size(0), out_cols}, x.dtype(), x.device());
+    Attrs attrs;
+    attrs.flag = w_as_is;
+    run_kernel(OpId::grouped_matmul, {x.contiguous(), w.contiguous(), offsets.contiguous()}, {y}, attrs);
+    return y;
+}
+}  // namespace
+
+Tensor grouped_matmul(const Tensor& x, const Tensor& w, const Tensor& offsets) {
+    require_floating(x, "grouped_matmul");
+    require_same_dtype(x, w, "grouped_matmul");
+    if (x.dim() != 2 || w.dim() != 3 || offsets.dim() != 1 || offsets.size(0) != w.size(0) + 1 ||
+        x.size(1) != w.size(2))
+        throw std::invalid_argument("grouped_matmul: expected x (N, K), w (G, M, K) and offsets (G+1), got x " +
+                                    shape_str(x.shape()) + ", w " + shape_str(w.shape()) + ", offsets " +
+                                    shape_str(offsets.shape()));
+    if (offsets.dtype() != DType::Int64)
+        throw std::invalid_argument(std::string("grouped_matmul: offsets must be int64, got ") +
+                                    dtype_name(offsets.dtype()));
+    if (offsets.device() != x.device() || w.device() != x.device())
+        throw std::invalid_argument(std::string("grouped_matmul: x, w and offsets must be on one device, got ") +
+                                    device_name(x.device()) + ", " + device_name(w.device()) + " and " +
+                                    device_name(offsets.device()));
+    Tensor y = grouped_product(x, w, offsets, false);
+    if (any_requires_grad({x, w})) {
+        bool gx = x.requires_grad(), gw = w.requires_grad();
+        record(y, OpId::grouped_matmul, {x, w},
+               [sx = Saved(gw ? x : Tensor()), sw = Saved(gx ? w : Tensor()), off = offsets.detach(), gx, gw,
+                w_shape = w.shape()](const Tensor& g) {
+                   Tensor dy = g.contiguous();
+                   Tensor grad_x = gx ? grouped_product(dy, sw.get("grouped_matmul"), off, true) : Tensor();
+                   Tensor grad_w;
+                   if (gw) {
+                       Tensor xs = sx.get("grouped_matmul");
+                       grad_w = make_tensor(w_shape, dy.dtype(), dy.device());
+                       run_kernel(OpId::grouped_matmul_weight_grad, {dy, xs.contiguous(), off.contiguous()}, {grad_w});
+                   }
+                   return grads({grad_x, grad_w});
+               });
+    }
+    return y;
+}
+
+}  // namespace mg

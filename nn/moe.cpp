@@ -117,8 +117,17 @@ SpecializedExpertNetwork::Output SpecializedExpertNetwork::forward(const Tensor&
     std::vector<Tensor> groups = split(x_sorted, counts, 0);   // E views, (counts[e], d_in)
 
     // 3. Each expert on its own group: one GEMM chain per expert, E/k times fewer rows each than
-    //    the dense layer. Either one expert at a time, each GEMM using every thread, or one expert
-    //    per thread (inside a parallel region the GEMM runs on one thread).
+    //    the dense layer. Either all experts at once (grouped_matmul), one expert at a time, each
+    //    GEMM using every thread, or one expert per thread (inside a parallel region the GEMM runs
+    //    on one thread).
+    const bool grouped = config_.schedule == ExpertSchedule::Grouped ||
+                         (config_.schedule == ExpertSchedule::Auto && x.device() != Device::CPU);
+    if (grouped) {
+        Tensor y_kept = grouped_experts(x_sorted, counts);           // (kept, d_out)
+        if (dropped > 0) y_kept = concat({y_kept, Tensor::zeros({dropped, config_.d_out}, config_.dtype, x.device())}, 0);
+        out.y = combine(y_kept, order, r.weights, T);
+        return out;
+    }
     std::vector<int64_t> busy;  // experts with at least one slot, in expert order
     for (int64_t e = 0; e < E; ++e)
         if (counts[e] > 0) busy.push_back(e);
@@ -163,12 +172,48 @@ SpecializedExpertNetwork::Output SpecializedExpertNetwork::forward(const Tensor&
     for (int64_t e : busy) sorted_outputs.push_back(outputs[e]);
     // Dropped slots output zeros (their weight is 0 too): the token keeps only its other slots.
     if (dropped > 0) sorted_outputs.push_back(Tensor::zeros({dropped, config_.d_out}, config_.dtype, x.device()));
-    Tensor y_sorted = concat(sorted_outputs, 0);                      // (T*k, d_out) in sorted order
-    Tensor inverse = argsort(order, 0);                               // (T*k) sorted position of each slot
-    Tensor y_slots = index_select(y_sorted, 0, inverse);              // (T*k, d_out) in slot order
-    Tensor y_tk = y_slots.reshape({T, k, config_.d_out});             // (T, k, d_out)
-    out.y = sum(y_tk * r.weights.unsqueeze(-1), 1);                   // (T, d_out)
+    out.y = combine(concat(sorted_outputs, 0), order, r.weights, T);
     return out;
+}
+
+// y_sorted (T*k, d_out) holds the slots' outputs in sorted (grouped) order; puts them back in
+// slot order and sums each token's k slots with their gate weights.
+Tensor SpecializedExpertNetwork::combine(const Tensor& y_sorted, const Tensor& order, const Tensor& weights,
+                                         int64_t T) const {
+    Tensor inverse = argsort(order, 0);                                      // (T*k) sorted position of each slot
+    Tensor y_slots = index_select(y_sorted, 0, inverse);                     // (T*k, d_out) in slot order
+    Tensor y_tk = y_slots.reshape({T, config_.k, config_.d_out});            // (T, k, d_out)
+    return sum(y_tk * weights.unsqueeze(-1), 1);                             // (T, d_out)
+}
+
+// Every expert on its group in one grouped_matmul per layer: the experts' weights of layer l are
+// stacked into (E, out, in) and their biases into (E, out) (concat is differentiable, so each
+// expert's own parameters get their gradients back), and each row adds its expert's bias, picked
+// by index_select. One kernel per layer whatever E, and the group sizes never leave the device
+// again. An expert that received no row gets a zero gradient (here) instead of none (the other
+// schedules), which matters only to optimizers that tell the two apart.
+Tensor SpecializedExpertNetwork::grouped_experts(const Tensor& x_sorted, const std::vector<int64_t>& counts) {
+    const int64_t E = config_.experts;
+    std::vector<int64_t> offsets(E + 1, 0), row_expert;
+    for (int64_t e = 0; e < E; ++e) {
+        offsets[e + 1] = offsets[e] + counts[e];
+        row_expert.insert(row_expert.end(), counts[e], e);
+    }
+    const Device device = x_sorted.device();
+    Tensor off = Tensor::from_vector(offsets, {E + 1}, device);                     // host -> device, no wait
+    Tensor rows = Tensor::from_vector(row_expert, {(int64_t)row_expert.size()}, device);  // expert of each row
+    Tensor h = x_sorted;
+    const size_t layers = experts[0]->weights.size();
+    for (size_t l = 0; l < layers; ++l) {
+        std::vector<Tensor> ws, bs;
+        for (const auto& expert : experts) {
+            ws.push_back(expert->weights[l].unsqueeze(0));  // (1, out, in)
+            bs.push_back(expert->biases[l].unsqueeze(0));   // (1, out)
+        }
+        h = grouped_matmul(h, concat(ws, 0), off) + index_select(concat(bs, 0), 0, rows);  // (rows, out)
+        if (l + 1 < layers) h = config_.act == ExpertActivation::ReLU ? relu(h) : gelu(h);
+    }
+    return h;
 }
 
 Tensor SpecializedExpertNetwork::forward_dense_reference(const Tensor& x) {

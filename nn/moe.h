@@ -160,8 +160,11 @@ private:
 };
 
 // How SpecializedExpertNetwork runs its experts: one after another (each GEMM uses every thread),
-// or one expert per thread (each GEMM on one thread). Auto picks by group size, see moe.cpp.
-enum class ExpertSchedule { Auto, Serial, Parallel };
+// one expert per thread (each GEMM on one thread), or all experts in one grouped_matmul per layer
+// (the experts' weights stacked, one kernel for every group: what a GPU wants, since it never
+// waits for the host between experts). Auto: Grouped on the GPU; on the CPU Serial or Parallel
+// by group size, see moe.cpp.
+enum class ExpertSchedule { Auto, Serial, Parallel, Grouped };
 
 struct MoEConfig {
     int64_t d_in = 0;
@@ -225,6 +228,8 @@ public:
 
 private:
     void check_input(const Tensor& x) const;
+    Tensor combine(const Tensor& y_sorted, const Tensor& order, const Tensor& weights, int64_t T) const;
+    Tensor grouped_experts(const Tensor& x_sorted, const std::vector<int64_t>& counts);
     MoEConfig config_;
 };
 

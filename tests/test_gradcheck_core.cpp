@@ -165,6 +165,35 @@ GRADCHECK(matmul, "2-d, batched, broadcast batch, vectors, transposed views") {
                     {rand_input({4, 3}, 11), rand_input({5, 4}, 12)});
 }
 
+GRADCHECK(grouped_matmul, "groups of 3, 0, 1 and 4 rows (an empty group included), and a transposed x") {
+    Tensor offsets = Tensor::from_vector(std::vector<int64_t>{0, 3, 3, 4, 8}, {5});
+    CHECK_GRADIENTS([offsets](const Inputs& in) { return grouped_matmul(in[0], in[1], offsets); },
+                    {rand_input({8, 5}, 1), rand_input({4, 3, 5}, 2)});
+    CHECK_GRADIENTS([offsets](const Inputs& in) { return grouped_matmul(in[0].t(), in[1], offsets); },
+                    {rand_input({5, 8}, 3), rand_input({4, 2, 5}, 4)});
+}
+
+TEST_CASE("grouped_matmul: each group's rows times its own weight, like matmul per group; clear errors") {
+    Generator gen(5);
+    Tensor x = randn({9, 6}, gen), w = randn({3, 4, 6}, gen);
+    const std::vector<int64_t> off{0, 2, 9, 9};  // groups of 2, 7 and 0 rows
+    Tensor y = grouped_matmul(x, w, Tensor::from_vector(off, {4}));
+    REQUIRE(y.shape() == Shape{9, 4});
+    for (int64_t g = 0; g < 3; ++g) {
+        if (off[g + 1] == off[g]) continue;
+        Tensor expected = matmul(x.slice(0, off[g], off[g + 1]), w.select(0, g).t());
+        CHECK(mg::test::allclose(y.slice(0, off[g], off[g + 1]), expected, 1e-5, 1e-5));
+    }
+    CHECK_THROWS_WITH_AS(grouped_matmul(x, w, Tensor::from_vector(std::vector<int64_t>{0, 2, 9}, {3})),
+                         doctest::Contains("expected x (N, K), w (G, M, K) and offsets (G+1)"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grouped_matmul(x, w, Tensor::from_vector(std::vector<int64_t>{0, 5, 2, 9}, {4})),
+                         doctest::Contains("offsets must start at 0, never decrease and end at 9"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grouped_matmul(x, w, Tensor::from_vector(std::vector<int64_t>{0, 2, 9, 10}, {4})),
+                         doctest::Contains("end at 9"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(grouped_matmul(x, w, Tensor::from_vector(std::vector<int32_t>{0, 2, 9, 9}, {4})),
+                         doctest::Contains("offsets must be int64"), std::invalid_argument);
+}
+
 // ---- shape ops (views) ----------------------------------------------------------------------------------
 GRADCHECK(reshape, "contiguous and from a transposed view") {
     CHECK_GRADIENTS([](const Inputs& in) { return in[0].reshape({4, 3}); }, {rand_input({3, 4}, 1)});

@@ -229,6 +229,36 @@ TEST_CASE("moe layer: deterministic, and serial and parallel schedules agree bit
     }
 }
 
+TEST_CASE("moe layer: the grouped schedule (one grouped_matmul per layer) gives the serial schedule's outputs and gradients") {
+    // float64, so the only difference allowed is summation order inside the products.
+    for (double capacity : {0.0, 1.0}) {  // dropless, and a capacity that drops slots
+        INFO("capacity factor " << capacity);
+        MoEConfig c = tiny_config(DType::Float64);
+        c.d_in = 6;
+        c.hidden = {7, 5};
+        c.d_out = 3;
+        c.experts = 5;
+        c.capacity_factor = capacity;
+        c.act = ExpertActivation::GELU;
+        Generator g1(21), g2(21), data(22);
+        c.schedule = ExpertSchedule::Serial;
+        SpecializedExpertNetwork serial(c, g1);
+        c.schedule = ExpertSchedule::Grouped;
+        SpecializedExpertNetwork grouped(c, g2);
+        Tensor x = randn({40, 6}, data, DType::Float64);
+        auto a = serial(x), b = grouped(x);
+        if (capacity > 0) CHECK(a.routing.dropped_slots > 0);
+        CHECK(mg::test::allclose(b.y, a.y, 1e-12, 1e-12));
+        sum(a.y * a.y).backward();
+        sum(b.y * b.y).backward();
+        auto pa = serial.named_parameters(), pb = grouped.named_parameters();
+        for (size_t i = 0; i < pa.size(); ++i) {
+            INFO(pa[i].first);
+            CHECK(mg::test::allclose(grad_or_zeros(pb[i].second), grad_or_zeros(pa[i].second), 1e-10, 1e-12));
+        }
+    }
+}
+
 TEST_CASE("moe layer: the parallel schedule respects NoGradGuard and records under grad") {
     Generator gen(9);
     MoEConfig c = tiny_config(DType::Float32);

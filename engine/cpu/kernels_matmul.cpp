@@ -1,6 +1,9 @@
 // cpu/kernels_matmul.cpp: the CPU matmul kernel: a batch loop around the GEMM (engine/cpu/gemm.h),
 // which takes general strides, so transposed operands are never copied here.
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
@@ -53,8 +56,83 @@ void matmul_kernel(const KernelArgs& args) {
     });
 }
 
+// ---- grouped_matmul ------------------------------------------------------------------------------
+// Checks offsets (0 first, never decreasing, N last) and returns them as a vector.
+std::vector<int64_t> group_offsets(const Tensor& offsets, int64_t rows, const char* op) {
+    const int64_t* o = offsets.data_ptr<int64_t>();
+    const int64_t G = offsets.numel() - 1;
+    bool ok = o[0] == 0 && o[G] == rows;
+    for (int64_t g = 0; g < G && ok; ++g) ok = o[g] <= o[g + 1];
+    if (!ok)
+        throw std::invalid_argument(std::string(op) + ": offsets must start at 0, never decrease and end at " +
+                                    std::to_string(rows) + " (the number of rows), got " + offsets.to_string());
+    return std::vector<int64_t>(o, o + G + 1);
+}
+
+// Runs body(g) for every group: one group per thread when there are many small groups (each
+// GEMM then runs on its thread), else one after another with every thread inside each GEMM.
+template <typename F> void for_each_group(const std::vector<int64_t>& off, int64_t flops_per_row, F&& body) {
+    const int64_t G = (int64_t)off.size() - 1, rows = off[G];
+    const bool parallel = G > 1 && rows / G < 256 && worth_parallel(rows * flops_per_row / 8);
+    if (parallel) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t g = 0; g < G; ++g) body(g);
+    } else {
+        for (int64_t g = 0; g < G; ++g) body(g);
+    }
+}
+
+// in: x (N, K), w (G, M, K) [flag: (G, K, M)], offsets (G+1); out: y (N, M), all contiguous.
+void grouped_matmul_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &w = args.in[1], &y = args.out[0];
+    const std::vector<int64_t> off = group_offsets(args.in[2], x.size(0), "grouped_matmul");
+    const bool w_as_is = args.attrs.flag;
+    const int64_t K = x.size(1), M = y.size(1);
+    dispatch_floating(x.dtype(), "grouped_matmul", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = x.data_ptr<T>();
+        const T* pw = w.data_ptr<T>();
+        T* py = y.data_ptr<T>();
+        for_each_group(off, 2 * K * M, [&](int64_t g) {
+            const int64_t n = off[g + 1] - off[g];
+            if (n == 0) return;
+            // B = w_g^T: B(k, j) = w_g[j, k] (row stride 1, column stride K); or w_g itself.
+            const T* wg = pw + g * K * M;
+            gemm<T>(n, M, K, px + off[g] * K, K, 1, wg, w_as_is ? M : 1, w_as_is ? 1 : K, py + off[g] * M, M, 1);
+        });
+    });
+}
+
+// in: dy (N, M), x (N, K), offsets (G+1); out: dw (G, M, K) with dw_g = dy_g^T x_g (zero for an
+// empty group).
+void grouped_matmul_weight_grad_kernel(const KernelArgs& args) {
+    const Tensor &dy = args.in[0], &x = args.in[1], &dw = args.out[0];
+    const std::vector<int64_t> off = group_offsets(args.in[2], x.size(0), "grouped_matmul_weight_grad");
+    const int64_t K = x.size(1), M = dy.size(1);
+    dispatch_floating(x.dtype(), "grouped_matmul_weight_grad", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pdy = dy.data_ptr<T>();
+        const T* px = x.data_ptr<T>();
+        T* pdw = dw.data_ptr<T>();
+        for_each_group(off, 2 * K * M, [&](int64_t g) {
+            const int64_t n = off[g + 1] - off[g];
+            T* dwg = pdw + g * M * K;
+            if (n == 0) {
+                std::fill(dwg, dwg + M * K, T(0));
+                return;
+            }
+            // A = dy_g^T: A(i, r) = dy[off + r, i] (row stride 1, column stride M).
+            gemm<T>(M, K, n, pdy + off[g] * M, 1, M, px + off[g] * K, K, 1, dwg, K, 1);
+        });
+    });
+}
+
 }  // namespace
 
-void register_matmul_kernels() { register_kernel(Device::CPU, OpId::matmul, matmul_kernel); }
+void register_matmul_kernels() {
+    register_kernel(Device::CPU, OpId::matmul, matmul_kernel);
+    register_kernel(Device::CPU, OpId::grouped_matmul, grouped_matmul_kernel);
+    register_kernel(Device::CPU, OpId::grouped_matmul_weight_grad, grouped_matmul_weight_grad_kernel);
+}
 
 }  // namespace mg::cpu

@@ -79,6 +79,7 @@ void register_all_kernels() {
     register_sort_kernels();
     register_matmul_kernels();
     register_attention_kernels();
+    register_grouped_kernels();
 }
 
 bool init_device() {
