@@ -55,6 +55,8 @@ Tensor& Optimizer::buffer(ParamState& state, const std::string& name, const Tens
     auto it = state.buffers.find(name);
     if (it == state.buffers.end())
         it = state.buffers.emplace(name, Tensor::zeros(param.shape(), param.dtype(), param.device())).first;
+    else if (it->second.device() != param.device())
+        it->second = it->second.to(param.device());  // the model moved after some steps: its state follows
     return it->second;
 }
 
@@ -259,12 +261,17 @@ void Optimizer::load_state_tensors(const std::map<std::string, Tensor>& tensors)
 // ---- clipping -------------------------------------------------------------------------------------------
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     NoGradGuard no_grad;
-    double sum_squares = 0.0;
+    // Each gradient's sum of squares in float64, added up in parameter order where the gradients
+    // are, and read once: one wait for a GPU per call, not one per parameter. (On the CPU this is
+    // the same arithmetic as adding up item() values in a double.)
+    Tensor sum_squares;
     for (const Tensor& p : params) {
         Tensor g = p.grad();
-        if (g.defined()) sum_squares += mg::sum(g * g).item();
+        if (!g.defined()) continue;
+        Tensor s = mg::sum(g * g).to(DType::Float64);
+        sum_squares = sum_squares.defined() ? sum_squares + s : s;
     }
-    double total = std::sqrt(sum_squares);
+    double total = sum_squares.defined() ? std::sqrt(sum_squares.item()) : 0.0;
     double coef = max_norm / (total + 1e-6);
     if (coef < 1.0)
         for (const Tensor& p : params) {
