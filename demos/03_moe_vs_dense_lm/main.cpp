@@ -742,7 +742,7 @@ int run(int argc, char** argv) {
                      " heads, " + nn::position_kind_name(moe_config.positions) + " positions, " +
                      (tie_head ? "tied" : "untied") + " head. Quality figures and speeds are medians over " +
                      std::to_string(seeds) + " seed(s); plots and routing are from the first seed. Speeds were measured on " +
-                     std::to_string(threads) + " thread(s) (inference: one batch of " + std::to_string(batch) + " x " +
+                     (device == Device::CPU ? std::to_string(threads) + " thread(s)" : std::string("the GPU")) + " (inference: one batch of " + std::to_string(batch) + " x " +
                      std::to_string(seq) + " bytes, median of " + std::to_string(infer_reps) + " runs).");
     report.table(header, table);
     if (!flags.evaluate) {

@@ -456,7 +456,8 @@ int run(int argc, char** argv) {
     report.paragraph("Each point: a layer of E experts (" + std::to_string(d_model) + " -> " + std::to_string(d_ff) +
                      " -> " + std::to_string(d_model) + ", ReLU), batch x " + std::to_string(seq) +
                      " random tokens, forward only, no graph; " + std::to_string(reps) + " timed calls after " +
-                     std::to_string(warmup) + " warm-up call(s), medians; " + std::to_string(threads) + " threads. " +
+                     std::to_string(warmup) + " warm-up call(s), medians; " +
+                     (device == Device::CPU ? std::to_string(threads) + " threads. " : std::string("on the GPU. ")) +
                      "GFLOP/s counts the experts' GEMMs on the kept slots. `x groups` = layer time / the experts' "
                      "GEMMs alone on the same group sizes; `x one` = layer time / one GEMM pair with the same FLOPs.");
     std::vector<std::vector<Cell>> table;

@@ -720,7 +720,7 @@ int run(int argc, char** argv) {
                      ", top-" + std::to_string(config.group_k) + " group then top-" + std::to_string(config.k) +
                      " experts)], final LayerNorm, head tied to the embedding. Trained " + std::to_string(steps) + " steps of " +
                      std::to_string(batch) + " x " + std::to_string(seq) + " bytes, AdamW lr " + format_number(lr) + ", on " +
-                     std::to_string(threads) + " thread(s).");
+                     (device == Device::CPU ? std::to_string(threads) + " thread(s)." : std::string("the GPU.")));
     report.table({"figure", "value"},
                  {{Cell("validation perplexity"), Cell::fixed(before.perplexity(), 3)},
                   {Cell("bigram floor"), Cell::fixed(bigram, 3)},
