@@ -194,7 +194,7 @@ std::vector<int64_t> generate(LanguageModel& model, const std::vector<int64_t>& 
     for (int64_t step = 0; step < config.max_new_tokens; ++step) {
         const int64_t T = std::min<int64_t>((int64_t)tokens.size(), max_seq);
         std::vector<int64_t> window(tokens.end() - T, tokens.end());
-        Tensor ids = Tensor::from_vector(window, {1, T});
+        Tensor ids = Tensor::from_vector(window, {1, T}, model.token_embedding->weight.device());  // where the model is
         Tensor logits = model(ids).logits.select(0, 0).select(0, T - 1).to(DType::Float64);  // (V)
         int64_t next;
         if (config.temperature == 0) {

@@ -55,6 +55,8 @@ Tensor& Optimizer::buffer(ParamState& state, const std::string& name, const Tens
     auto it = state.buffers.find(name);
     if (it == state.buffers.end())
         it = state.buffers.emplace(name, Tensor::zeros(param.shape(), param.dtype(), param.device())).first;
+    else if (it->second.device() != param.device())
+        it->second = it->second.to(param.device());  // the model moved after some steps: its state follows
     return it->second;
 }
 
@@ -259,9 +261,9 @@ void Optimizer::load_state_tensors(const std::map<std::string, Tensor>& tensors)
 // ---- clipping -------------------------------------------------------------------------------------------
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     NoGradGuard no_grad;
-    // The sum of squares stays on the parameters' device until the end: one host read for the
-    // whole norm, not one per parameter (each is a wait for the GPU). Each parameter's sum is
-    // widened to float64 before adding, as adding the item() values in double did.
+    // Each gradient's sum of squares in float64, added up in parameter order where the gradients
+    // are, and read once: one wait for a GPU per call, not one per parameter. (On the CPU this is
+    // the same arithmetic as adding up item() values in a double.)
     Tensor sum_squares;
     for (const Tensor& p : params) {
         Tensor g = p.grad();

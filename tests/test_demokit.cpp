@@ -11,6 +11,7 @@
 #include "demos/common/json.h"
 #include "demos/common/progress.h"
 #include "demos/common/report.h"
+#include "engine/backend.h"
 
 using namespace mg::demo;
 
@@ -136,6 +137,25 @@ TEST_CASE("cli: standard flags, their checks, and the config as JSON") {
     CHECK(config.find("seed")->as_int() == 3);
     CHECK(config.find("device")->as_string() == "cpu");
     CHECK(config.find("quick")->as_bool());
+}
+
+TEST_CASE("cli: --device becomes an mg::Device, or a clear error when CUDA is not usable") {
+    Cli cli("01_demo", "d");
+    StandardFlags flags = add_standard_flags(cli);
+    REQUIRE(cli.parse_args({}) == Cli::Outcome::Run);
+    CHECK(selected_device(flags) == mg::Device::CPU);
+    REQUIRE(cli.parse_args({"--device", "cuda"}) == Cli::Outcome::Run);
+    if (mg::device_available(mg::Device::CUDA)) {
+        CHECK(selected_device(flags) == mg::Device::CUDA);
+    } else {
+        // The reason the engine gives ("built without CUDA", "no CUDA device found", ...), after
+        // the flag, so that a learner sees at once what was asked and why it cannot be had.
+        const std::string why = mg::cuda_unavailable_reason();
+        REQUIRE(!why.empty());
+        CHECK_THROWS_WITH_AS(selected_device(flags), ("--device cuda: " + why).c_str(), std::runtime_error);
+    }
+    flags.device = "tpu";  // parse() refuses it; set by hand, the function names the value
+    CHECK_THROWS_WITH_AS(selected_device(flags), "--device must be cpu or cuda, got 'tpu'", std::invalid_argument);
 }
 
 TEST_CASE("cli: command line quoting") {

@@ -189,6 +189,25 @@ TEST_CASE("optim clip_grad_norm: global norm by hand") {
     CHECK(clip_grad_norm({a, b}, 100.0) == doctest::Approx(6.5).epsilon(1e-6));
 }
 
+TEST_CASE("optim clip_grad_norm: the float64 sum of each gradient's float32 sum of squares, in order") {
+    // The total is added up where the gradients are and read once; on the CPU it must be exactly
+    // the double a loop over item() values gives (float32 sums of squares, added in a double in
+    // parameter order), so that runs are bitwise the same as before.
+    Generator gen(5);
+    std::vector<Tensor> params;
+    double expected = 0.0;
+    for (int64_t n : {7, 1000, 33, 1}) {
+        Tensor p = randn({n}, gen);
+        p.set_requires_grad(true);
+        Tensor g = randn({n}, gen) * 3.0;
+        p.set_grad(g);
+        expected += sum(g * g).item();
+        params.push_back(p);
+    }
+    CHECK(clip_grad_norm(params, 1e9) == std::sqrt(expected));  // bitwise, no tolerance
+    CHECK(clip_grad_norm({}, 1.0) == 0.0);                      // nothing to clip
+}
+
 TEST_CASE("optim warmup + cosine schedule by hand") {
     // lr 1, min_lr 0.1, warmup 4, total 12:
     //   step 0: 0;  step 2: 1 * 2/4 = 0.5;  step 4: progress 0 -> 1.0

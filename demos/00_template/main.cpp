@@ -43,10 +43,11 @@ public:
     std::shared_ptr<nn::Linear> fc1, fc2;
 };
 
-// Accuracy of the model on a whole data set, without recording a graph.
-double accuracy(const TinyMLP& model, const ClassificationData& data) {
+// Accuracy of the model on a whole data set, without recording a graph. The features go to the
+// model's device; to_vector brings the predictions back to the host from any device.
+double accuracy(const TinyMLP& model, const ClassificationData& data, Device device) {
     NoGradGuard no_grad;
-    std::vector<int64_t> predicted = argmax(model.forward(data.x()), 1).to_vector<int64_t>();
+    std::vector<int64_t> predicted = argmax(model.forward(data.x(device)), 1).to_vector<int64_t>();
     int64_t correct = 0;
     for (int64_t i = 0; i < data.rows(); ++i) correct += predicted[i] == data.labels[i];
     return (double)correct / (double)data.rows();
@@ -64,8 +65,7 @@ int run(int argc, char** argv) {
     cli.example("./build/demos/00_template --quick", "a run of well under a second");
     cli.parse(argc, argv);
     const int threads = apply_standard_flags(flags);
-    if (flags.device != "cpu")
-        throw std::runtime_error("--device " + flags.device + ": the template runs on the CPU");
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
     // --quick lowers the defaults only where the user did not choose.
     int64_t train_rows = 6000;
     if (flags.quick || smoke) {
@@ -81,8 +81,9 @@ int run(int argc, char** argv) {
 
     // ---- model, optimizer, and a checkpoint to start from ------------------------------------------
     TinyMLP model(data.train.num_features, hidden, data.train.num_classes, gen);
+    model.to(device);  // before the optimizer, so that its state is made on the same device
     nn::Adam opt(model.parameters(), {.lr = lr});
-    BatchIterator batches(data.train, batch_size, gen);
+    BatchIterator batches(data.train, batch_size, gen, /*shuffle=*/true, /*drop_last=*/false, device);
     if (!flags.load.empty()) {
         // The model, the optimizer and where the batches were: training goes on exactly where it stopped.
         nn::TrainingState state = nn::load_checkpoint(flags.load, model, &opt);
@@ -112,7 +113,7 @@ int run(int argc, char** argv) {
         }
         epoch_axis.push_back((double)(epoch + 1));
         train_loss.push_back(loss_sum / (double)std::max<int64_t>(seen, 1));
-        test_accuracy.push_back(accuracy(model, data.test));
+        test_accuracy.push_back(accuracy(model, data.test, device));
     }
     bar.finish(test_accuracy.empty() ? Metrics{} : Metrics{{"test acc", test_accuracy.back()}});
     if (!flags.save.empty()) {
@@ -126,7 +127,7 @@ int run(int argc, char** argv) {
     }
 
     // ---- evaluation and this demo's own check ------------------------------------------------------
-    const double test_acc = accuracy(model, data.test);
+    const double test_acc = accuracy(model, data.test, device);
     const double chance = 1.0 / (double)data.test.num_classes;
     const bool passed = smoke || flags.evaluate || test_acc >= chance + 0.1;
     std::printf("test accuracy %.4f (best reachable %.4f, chance %.4f): %s\n", test_acc,

@@ -100,13 +100,15 @@ struct RunResult {
     double train_seconds = 0, samples_per_second = 0;
 };
 
-Evaluation evaluate(Model& model, const ClassificationData& test, const std::vector<int64_t>* subpopulations) {
+// The test rows go to `device`, where the model is; the metrics read the results on the host.
+Evaluation evaluate(Model& model, const ClassificationData& test, const std::vector<int64_t>* subpopulations,
+                    Device device) {
     NoGradGuard no_grad;
     model.module->eval();
-    Forward out = model.run(test.x());
+    Forward out = model.run(test.x(device));
     model.module->train();
     Evaluation e;
-    e.accuracy = nn::metrics::accuracy(out.logits, test.y());
+    e.accuracy = nn::metrics::accuracy(out.logits, test.y(device));
     if (out.routing) {
         std::vector<int64_t> ids = out.routing->flat_expert_ids();
         e.by_class = nn::metrics::compute_routing_stats(ids, kTopK, test.labels, kExperts, test.num_classes);
@@ -120,12 +122,13 @@ Evaluation evaluate(Model& model, const ClassificationData& test, const std::vec
 struct TrainOptions {
     int64_t epochs, batch, max_steps_per_epoch;
     double lr;
+    Device device;  // where the model is: the batches are made there
 };
 
 RunResult train(Model& model, nn::Adam& opt, const ClassificationData& train_data, const ClassificationData& test,
                 const std::vector<int64_t>* test_subpops, const TrainOptions& options, Generator& gen) {
     RunResult result;
-    BatchIterator batches(train_data, options.batch, gen);
+    BatchIterator batches(train_data, options.batch, gen, /*shuffle=*/true, /*drop_last=*/false, options.device);
     int64_t steps_per_epoch = std::min(batches.batches_per_epoch(), options.max_steps_per_epoch);
     Progress bar(options.epochs * steps_per_epoch, model.key);
     int64_t step = 0;
@@ -146,12 +149,12 @@ RunResult train(Model& model, nn::Adam& opt, const ClassificationData& train_dat
             bar.update(++step, {{"loss", loss_sum / seen}}, batch.x.size(0));
         }
         result.train_loss.push_back(loss_sum / std::max<int64_t>(seen, 1));
-        result.test_accuracy.push_back(evaluate(model, test, nullptr).accuracy);
+        result.test_accuracy.push_back(evaluate(model, test, nullptr, options.device).accuracy);
     }
     bar.finish({{"test acc", result.test_accuracy.back()}});
     result.train_seconds = bar.elapsed_seconds();
     result.samples_per_second = bar.samples_per_second();
-    result.final = evaluate(model, test, test_subpops);
+    result.final = evaluate(model, test, test_subpops, options.device);
     return result;
 }
 
@@ -176,7 +179,7 @@ int main(int argc, char** argv) try {
     cli.example("./build/demos/01_sentiment_moe --quick", "one seed, fewer epochs, looser checks");
     cli.parse(argc, argv);
     const int threads = apply_standard_flags(flags);
-    if (flags.device != "cpu") throw std::runtime_error("--device " + flags.device + ": level 1 runs on the CPU only for now");
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
     if (flags.quick || smoke) {
         if (!cli.given("epochs")) epochs = smoke ? 1 : 10;
         if (!cli.given("seeds")) seeds = 1;
@@ -215,7 +218,7 @@ int main(int argc, char** argv) try {
     const std::vector<std::string> keys = {"moe_balanced", "moe_no_balance", "dense", "logistic"};
     std::map<std::string, std::vector<RunResult>> results;
     std::map<std::string, Model> last_models;
-    TrainOptions options{epochs, batch_size, smoke ? 3 : INT64_MAX, lr};
+    TrainOptions options{epochs, batch_size, smoke ? 3 : INT64_MAX, lr, device};
     for (int64_t s = 0; s < seeds; ++s) {
         const uint64_t seed = (uint64_t)flags.seed + 1000 * (uint64_t)(s + 1);
         Generator init_gen(seed);
@@ -225,6 +228,7 @@ int main(int argc, char** argv) try {
         models.push_back(make_dense(models[0].active_parameters, F, C, init_gen));
         models.push_back(make_logistic(F, C, init_gen));
         for (Model& model : models) {
+            model.module->to(device);  // before the optimizer, so that its state is made on the same device
             nn::Adam opt(model.module->parameters(), {.lr = lr});
             Generator order_gen(seed + 7);  // every model sees the same batches
             if (model.key == "moe_balanced" && s == 0 && !flags.load.empty()) {
@@ -234,7 +238,7 @@ int main(int argc, char** argv) try {
             if (flags.evaluate) {
                 if (model.key != "moe_balanced") continue;
                 RunResult r;
-                r.final = evaluate(model, test_data, test_subpops);
+                r.final = evaluate(model, test_data, test_subpops, device);
                 results[model.key].push_back(r);
                 last_models.insert_or_assign(model.key, model);
                 continue;

@@ -134,13 +134,14 @@ struct RunResult {
     double train_seconds = 0, samples_per_second = 0;
 };
 
-Evaluation evaluate(nn::SpecializedExpertNetwork& moe, const SentimentData& test) {
+// The test rows go to `device`, where the model is; the metrics read the results on the host.
+Evaluation evaluate(nn::SpecializedExpertNetwork& moe, const SentimentData& test, Device device) {
     NoGradGuard no_grad;
     moe.eval();  // no noise, no jitter; the evaluation capacity factor
-    auto out = moe(test.x());
+    auto out = moe(test.x(device));
     moe.train();
     Evaluation e;
-    e.accuracy = nn::metrics::accuracy(out.y, test.y());
+    e.accuracy = nn::metrics::accuracy(out.y, test.y(device));
     std::vector<int64_t> ids = out.routing.flat_expert_ids();  // -1 = dropped by the capacity limit
     const int64_t k = moe.config().k;
     e.by_class = nn::metrics::compute_routing_stats(ids, k, test.labels, kExperts, test.num_classes);
@@ -154,12 +155,13 @@ Evaluation evaluate(nn::SpecializedExpertNetwork& moe, const SentimentData& test
 struct TrainOptions {
     int64_t epochs, batch, max_steps_per_epoch, window;
     double lr;
+    Device device;  // where the model is: the batches are made there
 };
 
 RunResult train(const std::string& label, nn::SpecializedExpertNetwork& moe, nn::Adam& opt, const SentimentData& data,
                 const SentimentData& test, const TrainOptions& options, Generator& gen) {
     RunResult result;
-    BatchIterator batches(data, options.batch, gen);
+    BatchIterator batches(data, options.batch, gen, /*shuffle=*/true, /*drop_last=*/false, options.device);
     const int64_t steps_per_epoch = std::min(batches.batches_per_epoch(), options.max_steps_per_epoch);
     Progress bar(options.epochs * steps_per_epoch, label);
     std::vector<int64_t> window_counts(kExperts, 0);
@@ -194,14 +196,14 @@ RunResult train(const std::string& label, nn::SpecializedExpertNetwork& moe, nn:
             bar.update(step, {{"loss", loss_sum / seen}}, batch.x.size(0));
         }
         result.train_loss.push_back(loss_sum / std::max<int64_t>(seen, 1));
-        result.test_accuracy.push_back(evaluate(moe, test).accuracy);
+        result.test_accuracy.push_back(evaluate(moe, test, options.device).accuracy);
     }
     bar.finish({{"test acc", result.test_accuracy.back()}});
     result.train_seconds = bar.elapsed_seconds();
     result.samples_per_second = bar.samples_per_second();
     result.train_dropped_fraction = tokens ? (double)dropped_tokens / (double)tokens : 0.0;
     result.steps = step;
-    result.final = evaluate(moe, test);
+    result.final = evaluate(moe, test, options.device);
     return result;
 }
 
@@ -262,7 +264,7 @@ int main(int argc, char** argv) try {
     cli.parse(argc, argv);
     const int threads = apply_standard_flags(flags);
     if (k < 1 || k >= kExperts) throw CliError("--k must be in [1, " + std::to_string(kExperts - 1) + "], got " + std::to_string(k));
-    if (flags.device != "cpu") throw std::runtime_error("--device " + flags.device + ": level 2 runs on the CPU only for now");
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
     if (flags.quick || smoke) {
         if (!cli.given("epochs")) epochs = smoke ? 1 : 8;
         if (!cli.given("seeds")) seeds = 1;
@@ -288,12 +290,13 @@ int main(int argc, char** argv) try {
 
     // ---- train every configuration on every seed ----------------------------------------------------
     std::map<std::string, std::vector<RunResult>> results;
-    const TrainOptions options{epochs, batch_size, smoke ? 3 : INT64_MAX, smoke ? 1 : 20, lr};
+    const TrainOptions options{epochs, batch_size, smoke ? 3 : INT64_MAX, smoke ? 1 : 20, lr, device};
     for (int64_t s = 0; s < seeds; ++s) {
         const uint64_t seed = (uint64_t)flags.seed + 1000 * (uint64_t)(s + 1);
         for (const Variant& v : variants) {
             Generator init_gen(seed);  // every configuration starts from the same expert weights
             auto moe = make_model(v, F, C, init_gen);
+            moe->to(device);  // before the optimizer, so that its state is made on the same device
             nn::Adam opt(moe->parameters(), {.lr = lr});
             Generator order_gen(seed + 7);  // and sees the same batches
             const bool primary = v.key == "switch" && s == 0;
@@ -304,7 +307,7 @@ int main(int argc, char** argv) try {
             if (flags.evaluate) {
                 if (!primary) continue;
                 RunResult r;
-                r.final = evaluate(*moe, data.test);
+                r.final = evaluate(*moe, data.test, device);
                 results[v.key].push_back(r);
                 continue;
             }

@@ -67,11 +67,12 @@ struct Evaluation {
     std::vector<nn::metrics::RoutingStats> layers;      // MoE only: per layer, labelled by domain
 };
 
+// The windows are made on `device`, where the model is; losses and routing come back to the host.
 Evaluation evaluate(nn::LanguageModel& model, const TokenStream& valid, int64_t batch, int64_t seq, int64_t max_batches,
-                    bool with_routing) {
+                    bool with_routing, Device device) {
     NoGradGuard no_grad;
     model.eval();
-    EvalWindows windows(valid, batch, seq, max_batches);
+    EvalWindows windows(valid, batch, seq, max_batches, device);
     double loss_sum = 0;
     int64_t tokens = 0;
     const int64_t L = model.config().layers;
@@ -101,15 +102,18 @@ Evaluation evaluate(nn::LanguageModel& model, const TokenStream& valid, int64_t 
 }
 
 // Milliseconds for one forward pass over a (batch, seq) batch, in eval mode, without a graph:
-// the median of `reps` timed runs after two untimed ones.
+// the median of `reps` timed runs after two untimed ones. On a GPU the forward only queues
+// kernels, so each run waits for the device before the clock is read.
 double inference_ms(nn::LanguageModel& model, const Tensor& input, int reps) {
     NoGradGuard no_grad;
     model.eval();
     for (int i = 0; i < 2; ++i) model(input);
+    wait_for_device(input.device());
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
         double t0 = seconds_now();
         model(input);
+        wait_for_device(input.device());
         ms.push_back((seconds_now() - t0) * 1e3);
     }
     model.train();
@@ -120,6 +124,7 @@ double inference_ms(nn::LanguageModel& model, const Tensor& input, int reps) {
 struct TrainOptions {
     int64_t steps, batch, seq, eval_every, eval_batches_curve, eval_batches_final;
     double lr, clip;
+    Device device;  // where the model is: the batches are made there
 };
 
 struct RunResult {
@@ -136,14 +141,14 @@ RunResult train(nn::LanguageModel& model, const std::string& label, const TokenS
                 const TokenStream& valid, const TrainOptions& o, uint64_t data_seed) {
     RunResult r;
     Generator batch_gen(data_seed);  // the same windows, in the same order, for every model
-    WindowBatcher batches(train_stream, o.batch, o.seq, batch_gen);
+    WindowBatcher batches(train_stream, o.batch, o.seq, batch_gen, o.device);
     nn::AdamW opt(model.parameters(), {.lr = o.lr, .weight_decay = 0.01});
     nn::WarmupCosine schedule({.lr = o.lr, .min_lr = o.lr * 0.1, .warmup_steps = std::max<int64_t>(1, o.steps / 20),
                                .total_steps = o.steps});
     auto record_curve = [&](int64_t step) {
         r.curve_steps.push_back((double)step);
         r.curve_seconds.push_back(r.train_seconds);
-        r.curve_val_loss.push_back(evaluate(model, valid, o.batch, o.seq, o.eval_batches_curve, false).loss);
+        r.curve_val_loss.push_back(evaluate(model, valid, o.batch, o.seq, o.eval_batches_curve, false, o.device).loss);
     };
     record_curve(0);
     Progress bar(o.steps, label);
@@ -165,7 +170,7 @@ RunResult train(nn::LanguageModel& model, const std::string& label, const TokenS
     }
     bar.finish({{"val loss", r.curve_val_loss.back()}});
     r.train_tokens_per_second = (double)(o.steps * o.batch * o.seq) / std::max(r.train_seconds, 1e-9);
-    r.final = evaluate(model, valid, o.batch, o.seq, o.eval_batches_final, true);
+    r.final = evaluate(model, valid, o.batch, o.seq, o.eval_batches_final, true, o.device);
     return r;
 }
 
@@ -202,7 +207,7 @@ std::vector<std::string> domain_prompts(const TextCorpus& corpus, size_t length)
 
 // ---- --peer-config: the PyTorch peer's model on the peer's bytes -------------------------------
 int run_peer(const std::string& train_path, const std::string& eval_path, const std::string& ffn, int64_t warmup,
-             int64_t timed, int64_t infer_iters, uint64_t seed, int threads) {
+             int64_t timed, int64_t infer_iters, uint64_t seed, int threads, Device device) {
     if (train_path.empty() || eval_path.empty())
         throw std::invalid_argument(
             "--peer-config needs --peer-train FILE and --peer-eval FILE: the peer's bytes, dumped once with "
@@ -219,12 +224,13 @@ int run_peer(const std::string& train_path, const std::string& eval_path, const 
     const int64_t B = 16, T = 128;
     Generator gen(seed);
     nn::LanguageModel model(c, gen);
+    model.to(device);  // before the optimizer, so that its state is made on the same device
     nn::ModelCounts counts = model.counts(T);
     nn::AdamW opt(model.parameters(), {.lr = 3e-4});  // torch.optim.AdamW defaults otherwise
 
     // Step-0 loss on fixed data both programs can read: the first B non-overlapping windows of
     // the peer's eval bytes (bench/peer_step0.py computes the same for the PyTorch model).
-    EvalWindows first(eval_stream, B, T, 1);
+    EvalWindows first(eval_stream, B, T, 1, device);
     TextBatch b0;
     first.next(b0);
     double step0;
@@ -238,7 +244,7 @@ int run_peer(const std::string& train_path, const std::string& eval_path, const 
                 (long long)counts.flops_per_token.total(), step0, (long long)B);
 
     Generator batch_gen(seed + 1);
-    WindowBatcher batches(train_stream, B, T, batch_gen);
+    WindowBatcher batches(train_stream, B, T, batch_gen, device);
     double t0 = 0, timed_seconds = 0;
     for (int64_t step = 0; step < warmup + timed; ++step) {
         if (step == warmup) t0 = seconds_now();
@@ -433,8 +439,8 @@ int run(int argc, char** argv) {
     // a whole time slice; measured in docs/demos/03_moe_vs_dense_lm.md.
     if (flags.quick && !cli.given("threads") && !peer) flags.threads = 1;
     const int threads = apply_standard_flags(flags);
-    if (flags.device != "cpu") throw std::runtime_error("--device " + flags.device + ": level 3 runs on the CPU only for now");
-    if (peer) return run_peer(peer_train, peer_eval, peer_ffn, 5, peer_timed, 10, (uint64_t)flags.seed, threads);
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
+    if (peer) return run_peer(peer_train, peer_eval, peer_ffn, 5, peer_timed, 10, (uint64_t)flags.seed, threads, device);
     if (flags.quick || smoke) {
         if (!cli.given("steps")) steps = smoke ? 3 : 200;
         if (!cli.given("seeds")) seeds = 1;
@@ -465,8 +471,8 @@ int run(int argc, char** argv) {
     std::vector<ModelSpec> specs = make_specs(moe_config);
     const TrainOptions options{.steps = steps, .batch = batch, .seq = seq, .eval_every = std::max<int64_t>(1, steps / 12),
                                .eval_batches_curve = smoke ? 1 : 4, .eval_batches_final = eval_batches, .lr = lr,
-                               .clip = clip};
-    EvalWindows infer_windows(valid, batch, seq, 1);
+                               .clip = clip, .device = device};
+    EvalWindows infer_windows(valid, batch, seq, 1, device);
     TextBatch infer_batch;
     infer_windows.next(infer_batch);
     const int infer_reps = smoke ? 1 : 7;
@@ -480,6 +486,7 @@ int run(int argc, char** argv) {
             if (flags.evaluate && spec.key != "moe") continue;
             Generator init_gen(seed);
             auto model = std::make_shared<nn::LanguageModel>(spec.config, init_gen);
+            model->to(device);  // before train() builds the optimizer, so that its state is made there too
             counts[spec.key] = model->counts(seq);
             if (s == 0) first_models[spec.key] = model;
             if (spec.key == "moe" && s == 0 && !flags.load.empty()) {
@@ -488,7 +495,7 @@ int run(int argc, char** argv) {
             }
             RunResult r;
             if (flags.evaluate) {
-                r.final = evaluate(*model, valid, batch, seq, eval_batches, true);
+                r.final = evaluate(*model, valid, batch, seq, eval_batches, true, device);
             } else {
                 r = train(*model, spec.key + " s" + std::to_string(s + 1), train_stream, valid, options, seed + 7);
             }
@@ -735,7 +742,7 @@ int run(int argc, char** argv) {
                      " heads, " + nn::position_kind_name(moe_config.positions) + " positions, " +
                      (tie_head ? "tied" : "untied") + " head. Quality figures and speeds are medians over " +
                      std::to_string(seeds) + " seed(s); plots and routing are from the first seed. Speeds were measured on " +
-                     std::to_string(threads) + " thread(s) (inference: one batch of " + std::to_string(batch) + " x " +
+                     (device == Device::CPU ? std::to_string(threads) + " thread(s)" : std::string("the GPU")) + " (inference: one batch of " + std::to_string(batch) + " x " +
                      std::to_string(seq) + " bytes, median of " + std::to_string(infer_reps) + " runs).");
     report.table(header, table);
     if (!flags.evaluate) {

@@ -71,13 +71,16 @@ struct Timing {
     double mean = 0, median = 0;  // seconds per call
 };
 
-// `warmup` calls that are not counted, then `reps` timed calls.
-Timing time_calls(const std::function<void()>& fn, int warmup, int reps) {
+// `warmup` calls that are not counted, then `reps` timed calls. On a GPU a call only queues its
+// kernels, so the clock is read after waiting for `device` to finish them.
+Timing time_calls(const std::function<void()>& fn, int warmup, int reps, Device device) {
     for (int i = 0; i < warmup; ++i) fn();
+    wait_for_device(device);
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
         const double t0 = seconds_now();
         fn();
+        wait_for_device(device);
         t.push_back(seconds_now() - t0);
     }
     Timing r;
@@ -86,15 +89,27 @@ Timing time_calls(const std::function<void()>& fn, int warmup, int reps) {
     return r;
 }
 
-// The machine's memory bandwidth as this program sees it: copy n floats (a buffer much bigger than
-// the caches), count bytes read + written, best of a few runs.
-double copy_bandwidth_gbs(size_t n) {
-    std::vector<float> a(n, 1.0f), b(n, 0.0f);
+// The memory bandwidth of `device` as this program sees it: copy n floats (a buffer much bigger
+// than the caches), count bytes read + written, best of a few runs. On the CPU a plain loop; on a
+// GPU the engine's copy kernel (Tensor::copy_), timed up to the end of the work on the device.
+double copy_bandwidth_gbs(size_t n, Device device) {
     double best = 0;
+    if (device == Device::CPU) {
+        std::vector<float> a(n, 1.0f), b(n, 0.0f);
+        for (int rep = 0; rep < 3; ++rep) {
+            const double t0 = seconds_now();
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; ++i) b[i] = a[i];
+            best = std::max(best, 2.0 * n * sizeof(float) / (seconds_now() - t0) / 1e9);
+        }
+        return best;
+    }
+    Tensor a = Tensor::ones({(int64_t)n}, DType::Float32, device), b = Tensor::zeros({(int64_t)n}, DType::Float32, device);
+    wait_for_device(device);
     for (int rep = 0; rep < 3; ++rep) {
         const double t0 = seconds_now();
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; ++i) b[i] = a[i];
+        b.copy_(a);
+        wait_for_device(device);
         best = std::max(best, 2.0 * n * sizeof(float) / (seconds_now() - t0) / 1e9);
     }
     return best;
@@ -127,6 +142,7 @@ struct Sizes {
     int warmup, reps;
     bool backward;
     uint64_t seed;
+    Device device;  // where the layer and the tokens live
 };
 
 Result run_point(const Point& p, const Sizes& z) {
@@ -142,7 +158,8 @@ Result run_point(const Point& p, const Sizes& z) {
                                                    .balance_alpha = 0.01,
                                                    .capacity_factor = p.cf},
                                      gen);
-    const Tensor x = randn({r.tokens, z.d_model}, gen);
+    moe.to(z.device);
+    const Tensor x = randn({r.tokens, z.d_model}, gen, DType::Float32, z.device);
 
     // The routing every timed call repeats (the router is deterministic in eval: no noise, no jitter).
     moe.eval();
@@ -171,15 +188,15 @@ Result run_point(const Point& p, const Sizes& z) {
             nn::Routing rr = moe.router->forward(x);
             Tensor order = argsort(rr.indices.reshape({-1}), 0);
         },
-        z.warmup, z.reps);
+        z.warmup, z.reps, z.device);
     // layer: the whole forward.
-    r.layer = time_calls([&] { Tensor y = moe(x).y; }, z.warmup, z.reps);
+    r.layer = time_calls([&] { Tensor y = moe(x).y; }, z.warmup, z.reps, z.device);
 
     // groups: the experts' GEMM pairs on their own group sizes, nothing else.
     const Tensor w1 = moe.experts[0]->weights[0], w2 = moe.experts[0]->weights[1];
     std::vector<Tensor> group_inputs;
     for (int64_t e = 0; e < p.experts; ++e)
-        if (routing.expert_counts[e] > 0) group_inputs.push_back(randn({routing.expert_counts[e], z.d_model}, gen));
+        if (routing.expert_counts[e] > 0) group_inputs.push_back(randn({routing.expert_counts[e], z.d_model}, gen, DType::Float32, z.device));
     r.groups = time_calls(
         [&] {
             for (size_t e = 0; e < group_inputs.size(); ++e) {
@@ -188,27 +205,27 @@ Result run_point(const Point& p, const Sizes& z) {
                 Tensor y = matmul(h, ex.weights[1].t());
             }
         },
-        z.warmup, z.reps);
+        z.warmup, z.reps, z.device);
     // one: the same FLOPs as one GEMM pair on all kept slots.
-    const Tensor all_slots = randn({std::max<int64_t>(kept, 1), z.d_model}, gen);
+    const Tensor all_slots = randn({std::max<int64_t>(kept, 1), z.d_model}, gen, DType::Float32, z.device);
     r.one = time_calls(
         [&] {
             Tensor h = matmul(all_slots, w1.t());
             Tensor y = matmul(h, w2.t());
         },
-        z.warmup, z.reps);
+        z.warmup, z.reps, z.device);
 
     no_grad.reset();
     if (z.backward) {  // with a graph, in training mode
         moe.train();
-        const Tensor probe = randn({r.tokens, z.d_model}, gen);
+        const Tensor probe = randn({r.tokens, z.d_model}, gen, DType::Float32, z.device);
         r.backward = time_calls(
             [&] {
                 auto out = moe(x);
                 (sum(out.y * probe) + out.aux_loss).backward();
                 moe.zero_grad();
             },
-            z.warmup, z.reps);
+            z.warmup, z.reps, z.device);
         moe.eval();
     }
     // Each busy expert's two weight matrices are read once per forward.
@@ -223,9 +240,10 @@ bool matches_dense_reference(const Sizes& z, int64_t experts, int64_t k, double 
     nn::SpecializedExpertNetwork moe(
         nn::MoEConfig{.d_in = 64, .hidden = {128}, .d_out = 64, .experts = experts, .k = k, .capacity_factor = cf},
         gen);
+    moe.to(z.device);
     moe.eval();
     NoGradGuard no_grad;
-    const Tensor x = randn({256, 64}, gen);
+    const Tensor x = randn({256, 64}, gen, DType::Float32, z.device);
     const double diff = max(abs(moe(x).y - moe.forward_dense_reference(x))).item();
     *detail = format_number(diff);
     return diff < 1e-4;
@@ -254,7 +272,7 @@ int run(int argc, char** argv) {
                 "one point, measured carefully");
     cli.parse(argc, argv);
     const int threads = apply_standard_flags(flags);
-    if (flags.device != "cpu") throw std::runtime_error("--device " + flags.device + ": level 4 runs on the CPU only for now");
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
     if (!flags.save.empty() || !flags.load.empty())
         throw std::runtime_error("--save / --load: the benchmark trains nothing, so there is no checkpoint");
     // --quick and --smoke shrink only what the user did not set.
@@ -280,7 +298,7 @@ int run(int argc, char** argv) {
         for (int64_t e : expert_list)
             if (k > e) throw CliError("--ks " + ks_flag + " and --experts " + experts_flag + ": k = " + std::to_string(k) +
                                       " is more than E = " + std::to_string(e));
-    const Sizes z{seq, d_model, d_ff, (int)warmup, (int)reps, backward, (uint64_t)flags.seed};
+    const Sizes z{seq, d_model, d_ff, (int)warmup, (int)reps, backward, (uint64_t)flags.seed, device};
 
     // ---- the grid -------------------------------------------------------------------------------------
     std::printf("grid: batches %s x experts %s x k %s x cf %s%s; seq %lld, d_model %lld, d_ff %lld; %d threads\n",
@@ -304,8 +322,9 @@ int run(int argc, char** argv) {
                     results.push_back(std::move(r));
                 }
     // 256 MiB each way (64 MiB with --quick, still twice the L3 cache of a laptop or this machine).
-    const double bandwidth = copy_bandwidth_gbs(smoke ? size_t(1) << 20 : flags.quick ? size_t(16) << 20 : size_t(64) << 20);
-    std::printf("memory bandwidth (copy, %d threads): %.1f GB/s\n", threads, bandwidth);
+    const double bandwidth = copy_bandwidth_gbs(smoke ? size_t(1) << 20 : flags.quick ? size_t(16) << 20 : size_t(64) << 20, device);
+    if (device == Device::CPU) std::printf("memory bandwidth (copy, %d threads): %.1f GB/s\n", threads, bandwidth);
+    else std::printf("memory bandwidth (copy on the %s): %.1f GB/s\n", device_name(device), bandwidth);
 
     // ---- checks: correctness of what was timed, never speed ---------------------------------------------
     std::vector<std::pair<std::string, bool>> checks;
@@ -437,7 +456,8 @@ int run(int argc, char** argv) {
     report.paragraph("Each point: a layer of E experts (" + std::to_string(d_model) + " -> " + std::to_string(d_ff) +
                      " -> " + std::to_string(d_model) + ", ReLU), batch x " + std::to_string(seq) +
                      " random tokens, forward only, no graph; " + std::to_string(reps) + " timed calls after " +
-                     std::to_string(warmup) + " warm-up call(s), medians; " + std::to_string(threads) + " threads. " +
+                     std::to_string(warmup) + " warm-up call(s), medians; " +
+                     (device == Device::CPU ? std::to_string(threads) + " threads. " : std::string("on the GPU. ")) +
                      "GFLOP/s counts the experts' GEMMs on the kept slots. `x groups` = layer time / the experts' "
                      "GEMMs alone on the same group sizes; `x one` = layer time / one GEMM pair with the same FLOPs.");
     std::vector<std::vector<Cell>> table;

@@ -65,11 +65,12 @@ struct Evaluation {
     double perplexity() const { return std::exp(loss); }
 };
 
+// The windows are made on `device`, where the model is; losses and routing come back to the host.
 Evaluation evaluate(nn::MoELanguageModel& model, const TokenStream& valid, int64_t batch, int64_t seq,
-                    int64_t max_batches, bool with_routing) {
+                    int64_t max_batches, bool with_routing, Device device) {
     NoGradGuard no_grad;
     model.eval();
-    EvalWindows windows(valid, batch, seq, max_batches);
+    EvalWindows windows(valid, batch, seq, max_batches, device);
     const nn::MoELanguageModelConfig& c = model.config();
     const size_t L = (size_t)c.layers;
     std::vector<std::vector<int64_t>> attention_ids(L), group_ids(L), expert_ids(L);
@@ -102,15 +103,19 @@ Evaluation evaluate(nn::MoELanguageModel& model, const TokenStream& valid, int64
     return e;
 }
 
-// Forward tokens/s on one batch in eval mode without a graph: the median of `reps` runs after one untimed.
+// Forward tokens/s on one batch in eval mode without a graph: the median of `reps` runs after one
+// untimed. On a GPU the forward only queues kernels, so each run waits for the device before the
+// clock is read.
 double inference_tokens_per_second(nn::MoELanguageModel& model, const TextBatch& b, int reps) {
     NoGradGuard no_grad;
     model.eval();
     model(b.input);
+    wait_for_device(b.input.device());
     std::vector<double> seconds;
     for (int i = 0; i < reps; ++i) {
         const double t0 = now_seconds();
         model(b.input);
+        wait_for_device(b.input.device());
         seconds.push_back(now_seconds() - t0);
     }
     model.train();
@@ -121,6 +126,7 @@ double inference_tokens_per_second(nn::MoELanguageModel& model, const TextBatch&
 struct TrainOptions {
     int64_t steps, batch, seq, eval_every, eval_batches_curve;
     double lr, clip;
+    Device device;  // where the model is: the batches are made there, and its memory is counted there
 };
 
 struct TrainResult {
@@ -134,13 +140,13 @@ TrainResult train(nn::MoELanguageModel& model, const TokenStream& train_stream, 
                   const TrainOptions& o, uint64_t data_seed) {
     TrainResult r;
     Generator batch_gen(data_seed);
-    WindowBatcher batches(train_stream, o.batch, o.seq, batch_gen);
+    WindowBatcher batches(train_stream, o.batch, o.seq, batch_gen, o.device);
     nn::AdamW opt(model.parameters(), {.lr = o.lr, .weight_decay = 0.01});
     nn::WarmupCosine schedule({.lr = o.lr, .min_lr = o.lr * 0.1, .warmup_steps = std::max<int64_t>(1, o.steps / 20),
                                .total_steps = o.steps});
     auto record_curve = [&](int64_t step) {
         r.curve_steps.push_back((double)step);
-        r.curve_val_loss.push_back(evaluate(model, valid, o.batch, o.seq, o.eval_batches_curve, false).loss);
+        r.curve_val_loss.push_back(evaluate(model, valid, o.batch, o.seq, o.eval_batches_curve, false, o.device).loss);
     };
     record_curve(0);
     Progress bar(o.steps, model.config().name());
@@ -159,15 +165,15 @@ TrainResult train(nn::MoELanguageModel& model, const TokenStream& train_stream, 
         if (step == 0) {
             // Everything that lives across steps exists now; from here the peak above it is the
             // step's working memory (activations, the graph, temporaries).
-            r.state_bytes = memory_stats(Device::CPU).live_bytes;
-            reset_peak_memory(Device::CPU);
+            r.state_bytes = memory_stats(o.device).live_bytes;
+            reset_peak_memory(o.device);
         }
         r.train_loss.push_back(loss_value);
         bar.update(step + 1, {{"loss", loss_value}}, b.tokens());
         if ((step + 1) % o.eval_every == 0 || step + 1 == o.steps) record_curve(step + 1);
     }
     bar.finish({{"val loss", r.curve_val_loss.back()}});
-    r.peak_bytes = memory_stats(Device::CPU).peak_bytes;
+    r.peak_bytes = memory_stats(o.device).peak_bytes;
     r.tokens_per_second = (double)(o.steps * o.batch * o.seq) / std::max(r.train_seconds, 1e-9);
     return r;
 }
@@ -185,17 +191,18 @@ CheckpointComparison compare_checkpointing(nn::MoELanguageModel& model, const Te
         for (Generator* g : block->generators()) generators.push_back(g);
     std::vector<Generator> saved;
     for (Generator* g : generators) saved.push_back(*g);
+    const Device device = b.input.device();  // the model's device: its memory is what checkpointing saves
     auto pass = [&](bool checkpoint, int64_t& peak) {
         for (size_t i = 0; i < generators.size(); ++i) *generators[i] = saved[i];
         model.set_checkpoint_activations(checkpoint);
         model.zero_grad();
-        const int64_t before = memory_stats(Device::CPU).live_bytes;
-        reset_peak_memory(Device::CPU);
+        const int64_t before = memory_stats(device).live_bytes;
+        reset_peak_memory(device);
         {
             auto out = model(b.input);
             (nn::MoELanguageModel::loss(out.logits, b.target) + out.balance_loss).backward();
         }
-        peak = memory_stats(Device::CPU).peak_bytes - before;
+        peak = memory_stats(device).peak_bytes - before;
         std::vector<std::vector<double>> grads;
         for (const Tensor& p : model.parameters())
             grads.push_back(p.grad().defined() ? p.grad().to_vector<double>() : std::vector<double>(p.numel(), 0.0));
@@ -388,7 +395,7 @@ int run(int argc, char** argv) {
     // while other builds ran: d256_l2_e8 trained at 475 tokens/s on 2 threads, about 1,900 on 1.
     if (!cli.given("threads")) flags.threads = 1;
     const int threads = apply_standard_flags(flags);
-    if (flags.device != "cpu") throw std::runtime_error("--device " + flags.device + ": level 5 runs on the CPU only for now");
+    const Device device = selected_device(flags);  // --device cuda stops here with the reason when no GPU is usable
     if (flags.quick || smoke) {
         // --quick keeps the architecture but halves the width (d128_l2_e8: a quarter of the
         // FLOPs), so that it beats the bigram floor in about half a minute on one thread;
@@ -434,6 +441,7 @@ int run(int argc, char** argv) {
     const std::string name = config.name();
     Generator init_gen((uint64_t)flags.seed + 1000);
     nn::MoELanguageModel model(config, init_gen);
+    model.to(device);  // before train() builds the optimizer, so that its state is made there too
     const nn::ModelCounts counts = model.counts(seq);
     std::printf("model %s: %s parameters, %s active per token, %s forward FLOPs per token at seq %lld\n", name.c_str(),
                 format_integer(counts.parameters.total()).c_str(), format_integer(counts.active_parameters.total()).c_str(),
@@ -445,15 +453,16 @@ int run(int argc, char** argv) {
 
     // ---- training ---------------------------------------------------------------------------------
     const TrainOptions options{.steps = steps, .batch = batch, .seq = seq, .eval_every = std::max<int64_t>(1, steps / 10),
-                               .eval_batches_curve = smoke ? 1 : 4, .lr = lr, .clip = clip};
+                               .eval_batches_curve = smoke ? 1 : 4, .lr = lr, .clip = clip,
+                               .device = device};
     TrainResult trained;
     if (!flags.evaluate) trained = train(model, train_stream, valid, options, (uint64_t)flags.seed + 7);
     if (!flags.save.empty() && !flags.evaluate) {
         nn::save_checkpoint(flags.save, model, nullptr, {.step = steps});
         std::printf("saved %s\n", flags.save.c_str());
     }
-    Evaluation before = evaluate(model, valid, batch, seq, eval_batches, true);
-    EvalWindows infer_windows(valid, batch, seq, 1);
+    Evaluation before = evaluate(model, valid, batch, seq, eval_batches, true, device);
+    EvalWindows infer_windows(valid, batch, seq, 1, device);
     TextBatch infer_batch;
     infer_windows.next(infer_batch);
     const double infer_tps = inference_tokens_per_second(model, infer_batch, smoke ? 1 : 5);
@@ -500,7 +509,7 @@ int run(int argc, char** argv) {
         removed_share.push_back(share);
     }
     const nn::ModelCounts pruned_counts = model.counts(seq);
-    Evaluation after = evaluate(model, valid, batch, seq, eval_batches, true);
+    Evaluation after = evaluate(model, valid, batch, seq, eval_batches, true, device);
     std::printf("pruning below utilization %.4f: %lld experts, %s parameters removed; perplexity %.3f -> %.3f\n", threshold,
                 (long long)experts_removed, format_integer(pruned.parameters_removed).c_str(), before.perplexity(),
                 after.perplexity());
@@ -521,7 +530,7 @@ int run(int argc, char** argv) {
             for (int64_t i = 0; i < gen_tokens; ++i) {
                 const int64_t T = std::min<int64_t>((int64_t)tokens.size(), seq);
                 std::vector<int64_t> window(tokens.end() - T, tokens.end());
-                Tensor logits = model(Tensor::from_vector(window, {1, T})).logits.select(0, 0).select(0, T - 1).to(DType::Float64);
+                Tensor logits = model(Tensor::from_vector(window, {1, T}, device)).logits.select(0, 0).select(0, T - 1).to(DType::Float64);
                 ValuesIndices top = topk(logits / 0.8, 20, 0);
                 const int64_t pick = multinomial(softmax(top.values, 0).unsqueeze(0), 1, gen).item<int64_t>();
                 tokens.push_back(top.indices.to_vector<int64_t>()[(size_t)pick]);
@@ -711,7 +720,7 @@ int run(int argc, char** argv) {
                      ", top-" + std::to_string(config.group_k) + " group then top-" + std::to_string(config.k) +
                      " experts)], final LayerNorm, head tied to the embedding. Trained " + std::to_string(steps) + " steps of " +
                      std::to_string(batch) + " x " + std::to_string(seq) + " bytes, AdamW lr " + format_number(lr) + ", on " +
-                     std::to_string(threads) + " thread(s).");
+                     (device == Device::CPU ? std::to_string(threads) + " thread(s)." : std::string("the GPU.")));
     report.table({"figure", "value"},
                  {{Cell("validation perplexity"), Cell::fixed(before.perplexity(), 3)},
                   {Cell("bigram floor"), Cell::fixed(bigram, 3)},

@@ -12,6 +12,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/backend.h"
+
 namespace mg::demo {
 
 namespace {
@@ -258,6 +260,16 @@ StandardFlags add_standard_flags(Cli& cli, int64_t default_seed) {
 int apply_standard_flags(const StandardFlags& flags) {
     if (flags.threads > 0) omp_set_num_threads((int)flags.threads);
     return omp_get_max_threads();
+}
+
+Device selected_device(const StandardFlags& flags) {
+    if (flags.device == "cpu") return Device::CPU;
+    if (flags.device == "cuda") {
+        if (!device_available(Device::CUDA)) throw std::runtime_error("--device cuda: " + std::string(cuda_unavailable_reason()));
+        return Device::CUDA;
+    }
+    // parse() only lets cpu and cuda through; this is for flags set by hand.
+    throw std::invalid_argument("--device must be cpu or cuda, got '" + flags.device + "'");
 }
 
 }  // namespace mg::demo

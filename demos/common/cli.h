@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "demos/common/json.h"
+#include "engine/device.h"
 
 namespace mg::demo {
 
@@ -122,6 +123,15 @@ struct StandardFlags {
 StandardFlags add_standard_flags(Cli& cli, int64_t default_seed = 0);
 // After parse(): sets the OpenMP thread count when --threads > 0. Returns the threads in use.
 int apply_standard_flags(const StandardFlags& flags);
+// After parse(): the device that --device names, checked to be usable here. Throws
+// std::runtime_error("--device cuda: <why>") when CUDA is asked for but cannot be used (built
+// without nvcc, no GPU, driver too old: the reason comes from mg::cuda_unavailable_reason()), so a
+// demo stops before building anything. A demo puts its model, data and every tensor it makes on
+// this device:
+//   const Device device = selected_device(flags);
+//   model.to(device);                       // before the optimizer, so its state follows
+//   BatchIterator batches(data, 64, gen, true, false, device);
+Device selected_device(const StandardFlags& flags);
 
 // The edit distance between two words (for "did you mean" hints).
 int edit_distance(const std::string& a, const std::string& b);

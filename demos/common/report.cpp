@@ -13,6 +13,8 @@
 
 #include <omp.h>
 
+#include "engine/backend.h"
+
 namespace mg::demo {
 
 std::string format_integer(int64_t value) {
@@ -228,6 +230,12 @@ std::vector<std::string> numbered(const std::string& prefix, int64_t n) {
 
 double seconds_now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void wait_for_device(Device device) {
+    if (device == Device::CPU) return;  // CPU kernels have finished when they return
+    const DeviceHooks& hooks = device_hooks(device);
+    if (hooks.synchronize) hooks.synchronize();
 }
 
 }  // namespace mg::demo

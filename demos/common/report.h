@@ -91,5 +91,9 @@ double median(std::vector<double> values);
 std::vector<std::string> numbered(const std::string& prefix, int64_t n);
 // A monotonic clock in seconds (std::chrono::steady_clock), for timing pieces of a run.
 double seconds_now();
+// Waits until `device` has finished the work queued on it (nothing to wait for on the CPU). A GPU
+// runs kernels asynchronously: call this before reading the clock at the end of a timed piece
+// that has no item() or to(cpu) in it, or the time counts only the launches.
+void wait_for_device(Device device);
 
 }  // namespace mg::demo
