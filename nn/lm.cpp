@@ -79,6 +79,10 @@ void LanguageModel::check_ids(const Tensor& ids) const {
     require(T >= 1 && T <= config_.max_seq, "LanguageModel: sequence length " + str(T) + " is outside [1, max_seq = " +
                                                 str(config_.max_seq) + "]");
     require(ids.size(0) >= 1, "LanguageModel: empty batch");
+    // The id range is checked here on the CPU. On a GPU reading min and max would make the host
+    // wait for the device twice per forward; there the embedding's kernel checks every id and an
+    // out-of-range one is raised at the next synchronisation (docs/engine/cuda.md, "Errors").
+    if (ids.device() != Device::CPU) return;
     const int64_t lo = min(ids).to(DType::Int64).item<int64_t>(), hi = max(ids).to(DType::Int64).item<int64_t>();
     require(lo >= 0 && hi < config_.vocab, "LanguageModel: token id " + str(lo < 0 ? lo : hi) +
                                                " is outside the vocabulary [0, " + str(config_.vocab) + ")");
