@@ -235,16 +235,20 @@ TEST_SUITE("cuda") {
                                        -kInf, 1,    2,     3,     //
                                        1,    kNaN, 2,     3,     //
                                        kNaN, kNaN, kNaN,  kNaN};
-        for (DType dtype : {DType::Float32, DType::Float64}) {
-            Tensor x = from_values(v, {6, 4}, dtype);
-            check_cuda_parity(
-                std::string("special values, ") + dtype_name(dtype),
-                [](const std::vector<Tensor>& in) {
-                    return std::vector<Tensor>{logsumexp(in[0], 1), logsumexp(in[0], 0), softmax(in[0], 1),
-                                               log_softmax(in[0], 1), softmax(in[0], 0)};
-                },
-                {x}, tolerance(dtype, 4));
-        }
+        // The same rows repeated 10 times over (6, 40): rows of 4 take the thread-per-line softmax
+        // kernel, rows of 40 the warp-per-row one.
+        std::vector<double> v40;
+        for (int row = 0; row < 6; ++row)
+            for (int copy = 0; copy < 10; ++copy) v40.insert(v40.end(), v.begin() + row * 4, v.begin() + row * 4 + 4);
+        for (DType dtype : {DType::Float32, DType::Float64})
+            for (Tensor x : {from_values(v, {6, 4}, dtype), from_values(v40, {6, 40}, dtype)})
+                check_cuda_parity(
+                    std::string("special values ") + shape_str(x.shape()) + ", " + dtype_name(dtype),
+                    [](const std::vector<Tensor>& in) {
+                        return std::vector<Tensor>{logsumexp(in[0], 1), logsumexp(in[0], 0), softmax(in[0], 1),
+                                                   log_softmax(in[0], 1), softmax(in[0], 0)};
+                    },
+                    {x}, tolerance(dtype, 4));
     }
 
     // ---- cumsum ------------------------------------------------------------------------------------
