@@ -34,7 +34,7 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 // and carries on (writing nothing for it); the host reads the record at its next synchronisation
 // (item(), to(cpu), synchronize()) and throws std::out_of_range naming the op, the index and the bound.
 struct DeviceError {
-    int code;        // 0: none; 1: index out of range
+    int code;        // 0: none; 1: index out of range; 2: a row of invalid values (index = the row)
     int op;          // OpId
     long long index;
     long long bound;  // the valid range is [0, bound)
@@ -47,6 +47,16 @@ __device__ inline void report_index_error(DeviceError* err, OpId op, long long i
         err->op = (int)op;
         err->index = index;
         err->bound = bound;
+    }
+}
+
+// A row whose values the op cannot use (multinomial: a negative, NaN or infinite weight, or a
+// zero sum); raised as std::invalid_argument, as the CPU kernel throws.
+__device__ inline void report_invalid_row(DeviceError* err, OpId op, long long row) {
+    if (atomicCAS(&err->code, 0, 2) == 0) {
+        err->op = (int)op;
+        err->index = row;
+        err->bound = 0;
     }
 }
 

@@ -318,9 +318,9 @@ __global__ void multinomial_cdf_kernel(const T* probs, double* cdf, double* tota
             row_cdf[c] = total;
         }
         if (bad || !(total > 0)) {
-            // A kernel cannot throw: the error flag names the op and the row (as "index n"); the
-            // host raises it at the next synchronisation.
-            report_index_error(err, OpId::multinomial, n, 0);
+            // A kernel cannot throw: the error flag names the op and the row; the host raises it
+            // (std::invalid_argument, as the CPU kernel throws) at the next synchronisation.
+            report_invalid_row(err, OpId::multinomial, n);
             total = 0;
         }
         totals[n] = total;

@@ -50,6 +50,10 @@ void raise_kernel_errors() {
     DeviceError e = *g_error_host;
     if (e.code == 0) return;
     *g_error_host = DeviceError{0, 0, 0, 0};
+    if (e.code == 2)
+        throw std::invalid_argument(std::string(op_name((OpId)e.op)) + ": row " + std::to_string(e.index) +
+                                    " has a negative, NaN or infinite value or sums to 0 (found by a CUDA kernel, "
+                                    "reported at the next synchronisation)");
     throw std::out_of_range(std::string(op_name((OpId)e.op)) + ": index " + std::to_string(e.index) +
                             " is out of range [0, " + std::to_string(e.bound) +
                             ") (found by a CUDA kernel, reported at the next synchronisation)");
