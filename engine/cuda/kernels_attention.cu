@@ -124,8 +124,9 @@ __device__ __forceinline__ void load_columns(const Slice<T>& x, int64_t t0, int6
 // acc += tile[my rows, 0:len] @ x[t0 : t0 + len, z0 : z0 + kDV], where tile is a kTile x kTile
 // matrix in shared memory (probabilities or dS), and this thread's accumulator holds rows
 // ty + 16 a and output columns z0 + tx + 16 e. x goes through `rows` kRowChunk rows at a time.
-// len is the same for the whole block. Starts and ends with a barrier-safe state: every read of
-// tile and rows is finished when it returns, so the caller may overwrite both.
+// len is the same for the whole block. The caller puts a barrier between writing tile and this
+// call; it ends on a barrier, so every read of tile and rows is done when it returns and the
+// caller may overwrite both.
 template <typename T, int kTile, int kDV>
 __device__ __forceinline__ void accumulate_product(T (&acc)[kTile / kSide][kDV / kSide], const T (&tile)[kTile][kTile],
                                                    const Slice<T>& x, int64_t t0, int64_t len, int64_t z0,
