@@ -247,7 +247,7 @@ TEST_SUITE("cuda") {
         std::vector<float> vx = x.to_vector<float>(), vy = y.to_vector<float>();
         Tensor dx = x.to(Device::CUDA), dy = y.to(Device::CUDA);
         for (SgemmVersion v : kAllVersions) {
-            Tensor dz = Tensor::zeros({many, 4}, DType::Float32, Device::CUDA);
+            Tensor dz = Tensor::zeros({many, 4}).to(Device::CUDA);
             // Row strides of 4 (unused: one row) make each operand's layout one v4/v5 accept.
             GemmArgs<float> g{1, 1, 1, 2.0f, dx.data_ptr<float>(), 4, 1, dy.data_ptr<float>(), 1, 4, 0.0f,
                               dz.data_ptr<float>(), 4, 1, cuda::strided_batch(many, 4, 4, 4)};
@@ -269,7 +269,7 @@ TEST_SUITE("cuda") {
         Generator gen(9);
         Tensor a = randn({M, 1}, gen);
         std::vector<float> va = a.to_vector<float>();
-        Tensor da = a.to(Device::CUDA), db = Tensor::full({1, 1}, 3.0, DType::Float32, Device::CUDA);
+        Tensor da = a.to(Device::CUDA), db = Tensor::full({1, 1}, 3.0).to(Device::CUDA);
         for (SgemmVersion v : {SgemmVersion::naive, SgemmVersion::smem_tiled}) {
             Tensor dc = Tensor::empty({M, 1}, DType::Float32, Device::CUDA);
             cuda::sgemm_run_version(v, GemmArgs<float>{M, 1, 1, 1.0f, da.data_ptr<float>(), 1, 1, db.data_ptr<float>(), 1,
@@ -309,6 +309,25 @@ TEST_SUITE("cuda") {
         std::vector<float> v4 = run(SgemmVersion::vectorized);
         CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
         CHECK(std::memcmp(first.data(), v4.data(), first.size() * sizeof(float)) == 0);
+    }
+
+    TEST_CASE("cuda sgemm: alpha = 0 ignores A and B (even NaN): C = beta * C, as on the CPU") {
+        const int64_t M = 70, N = 130, K = 12;
+        Generator gen(41);
+        Tensor c0 = randn({M, N}, gen);
+        Tensor a = Tensor::full({M, K}, std::nan("")).to(Device::CUDA);
+        Tensor b = Tensor::full({K, N}, std::nan("")).to(Device::CUDA);
+        std::vector<float> before = c0.to_vector<float>();
+        for (SgemmVersion v : kAllVersions) {
+            Tensor dc = c0.to(Device::CUDA);
+            cuda::sgemm_run_version(v, GemmArgs<float>{M, N, K, 0.0f, a.data_ptr<float>(), K, 1, b.data_ptr<float>(), N, 1,
+                                                       2.0f, dc.data_ptr<float>(), N, 1, cuda::single_product()});
+            std::vector<float> got = dc.to(Device::CPU).to_vector<float>();
+            int64_t bad = 0;
+            for (size_t e = 0; e < got.size(); ++e) bad += got[e] != 2.0f * before[e];
+            INFO(cuda::sgemm_version_name(v));
+            CHECK(bad == 0);
+        }
     }
 
     TEST_CASE("cuda dgemm: float64 GEMM matches the CPU, transposed and strided") {

@@ -50,16 +50,20 @@ GemmBatch strided_batch(int64_t count, int64_t stride_a, int64_t stride_b, int64
 
 namespace {
 
+// alpha * acc, where alpha == 0 means "A and B are not used" (as in BLAS and the CPU GEMM): 0, even
+// if A or B hold Inf or NaN.
+template <typename T> __device__ __forceinline__ T scaled(T alpha, T acc) { return alpha == T(0) ? T(0) : alpha * acc; }
+
 // C(i,j) = alpha * acc + beta * C(i,j), reading C only when beta != 0 (beta == 0: write-only).
 template <typename T> __device__ __forceinline__ void write_c(T* c, T acc, T alpha, T beta) {
-    *c = beta == T(0) ? alpha * acc : alpha * acc + beta * *c;
+    *c = beta == T(0) ? scaled(alpha, acc) : scaled(alpha, acc) + beta * *c;
 }
 
 // =================================================================================================
 // v1: naive. One thread per element of C: acc = sum_k A(i,k) * B(k,j), read straight from global
 // memory. threadIdx.x walks columns j, so the 32 threads of a warp read 32 neighbouring B(k,j)
 // (one coalesced transaction for row-major B) and the same A(i,k) (a broadcast). Swapping x and y
-// (threadIdx.x -> rows) makes every warp read 32 scattered values: try it, it is ~10x slower.
+// (threadIdx.x -> rows) makes every warp read 32 scattered values: try it with bench/gpu_gemm.
 // Every A and B value is fetched again by every thread that needs it: memory bound.
 constexpr int kV1Cols = 32, kV1Rows = 8;
 
@@ -101,8 +105,8 @@ __device__ __forceinline__ void load_tile_scalar(T (*tile)[LD], const T* X, int6
 // v2: shared-memory tiling. A block of 32 x 32 threads computes a 32 x 32 tile of C. It walks K
 // in steps of 32: the block copies a 32x32 tile of A and one of B into shared memory (each thread
 // one element of each), waits (__syncthreads), then each thread does 32 multiply-adds from shared
-// memory. Each value read from global memory now serves 32 threads: 32x less global traffic than
-// v1. Shared memory is still read twice per FMA, which is what v3 removes.
+// memory. Each value read from global memory now serves 32 threads: 32x fewer global loads per
+// FMA than v1. Shared memory is still read twice per FMA, which is what v3 removes.
 // Also the float64 kernel (dgemm): any T.
 constexpr int kV2Tile = 32;
 
@@ -137,7 +141,7 @@ template <typename T> __global__ void __launch_bounds__(kV2Tile* kV2Tile) sgemm_
 // rows of threads) neighbouring threads read neighbouring Bs entries (no bank conflicts) and
 // write neighbouring C entries (coalesced).
 // Still scalar loads with bounds checks, any strides: v3 is the general fast path.
-// BM x BN may be 128 x 128 or 64 x 64 (smaller tiles when a problem has few tiles; see pick_tiles).
+// BM x BN may be 128 x 128 or 64 x 64 (smaller tiles when a problem has few tiles; see use_small_tiles).
 constexpr int kBK = 8;       // the k-depth of one tile (v3, v4, v5)
 constexpr int kTM = 8;       // rows of C per thread
 constexpr int kTN = 8;       // columns of C per thread
@@ -288,8 +292,8 @@ __device__ __forceinline__ void write_sub_tile(const GemmArgs<float>& g, float* 
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 float4* p = reinterpret_cast<float4*>(C + row * g.rs_c + n0 + sub_tile_index<BN / 2>(tx, 4 * h));
-                float4 v = make_float4(g.alpha * acc[i][4 * h], g.alpha * acc[i][4 * h + 1], g.alpha * acc[i][4 * h + 2],
-                                       g.alpha * acc[i][4 * h + 3]);
+                float4 v = make_float4(scaled(g.alpha, acc[i][4 * h]), scaled(g.alpha, acc[i][4 * h + 1]),
+                                       scaled(g.alpha, acc[i][4 * h + 2]), scaled(g.alpha, acc[i][4 * h + 3]));
                 if (g.beta != 0.0f) {
                     const float4 old = *p;
                     v.x += g.beta * old.x;

@@ -12,7 +12,8 @@
 // All functions compute C = alpha * A @ B + beta * C, on DEVICE pointers, queued on the default
 // stream (they never wait for the GPU).
 //  - beta == 0 means C is write-only: its old contents (even NaN or Inf) are never read.
-//  - K == 0 gives C = beta * C; M == 0 or N == 0 (or an empty batch) launches nothing.
+//  - K == 0 or alpha == 0 gives C = beta * C (A and B then do not matter, even if they hold NaN);
+//    M == 0 or N == 0 (or an empty batch) launches nothing.
 //  - C must not overlap A or B.
 //  - Deterministic: one thread owns each element of C and sums over k in order; K is never split
 //    across threads or blocks, so the same inputs give bitwise the same C on every call.
