@@ -104,6 +104,8 @@ DEMO_NAMES := $(patsubst demos/%/,%,$(DEMO_DIRS))
 DEMO_BINS  := $(addprefix $(BUILD)/demos/,$(DEMO_NAMES))
 BENCH_SRC  := $(wildcard bench/*.cpp bench/gemm/*.cpp)
 BENCH_BINS := $(patsubst %.cpp,$(BUILD)/%,$(BENCH_SRC))
+# GPU benchmarks (bench/*.cu) are built only with CUDA=1.
+BENCH_CU_BINS := $(if $(filter 1,$(CUDA)),$(patsubst %.cu,$(BUILD)/%,$(wildcard bench/*.cu)))
 
 LIB_OBJ := $(patsubst %.cpp,$(BUILD)/%.o,$(ENGINE_SRC) $(NN_SRC)) $(patsubst %.cu,$(BUILD)/%.cu.o,$(CUDA_SRC))
 KIT_OBJ := $(patsubst %.cpp,$(BUILD)/%.o,$(KIT_SRC))
@@ -179,7 +181,12 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(KIT) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lopenblas -o $@
 
-bench: $(LIB) $(KIT) $(BENCH_BINS)
+# GPU benchmarks link cuBLAS (the yardstick only; the engine never uses it).
+$(BENCH_CU_BINS): $(BUILD)/bench/%: $(BUILD)/bench/%.cu.o $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lcublas -o $@
+
+bench: $(LIB) $(KIT) $(BENCH_BINS) $(BENCH_CU_BINS)
 	@test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h || \
 	  { echo "✗ OpenBLAS headers missing: apt-get install libopenblas-dev"; exit 1; }
 	./bench/run_all.sh $(BUILD)
