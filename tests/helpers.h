@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,7 +55,11 @@ inline double closeness(const Tensor& a, const Tensor& b, double rtol, double at
     for (size_t i = 0; i < va.size(); ++i) {
         if (std::isnan(va[i]) && std::isnan(vb[i])) continue;
         if (va[i] == vb[i]) continue;  // equal infinities too
-        worst = std::max(worst, std::abs(va[i] - vb[i]) / (atol + rtol * std::abs(vb[i])));
+        const double gap = std::abs(va[i] - vb[i]) / (atol + rtol * std::abs(vb[i]));
+        // NaN on one side only (or inf against a number) is as far apart as it gets; std::max
+        // would drop a NaN gap silently.
+        if (std::isnan(gap) || std::isinf(gap)) return std::numeric_limits<double>::infinity();
+        worst = std::max(worst, gap);
     }
     return worst;
 }
