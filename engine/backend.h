@@ -24,6 +24,7 @@ struct Attrs {
     int64_t index = 0;      // cross_entropy's ignore_index
     uint64_t seed = 0;      // Philox key ...
     uint64_t offset = 0;    // ... and counter offset (random kernels)
+    double hyper[8] = {};   // optimizer updates: their hyper-parameters (see the op, e.g. adam_update_)
 };
 
 // What a kernel receives: inputs (possibly strided views, as each op documents) and outputs

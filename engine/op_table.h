@@ -93,6 +93,8 @@ namespace mg {
     OP(attention_backward, Kernel, false)                                      \
     /* activation checkpointing (engine/ops_checkpoint.cpp) */                 \
     OP(checkpoint, Composite, true)                                            \
+    /* optimizer updates, in place (engine/ops_optim.cpp) */                  \
+    OP(adam_update, Kernel, false)                                             \
     /* creation and random numbers (engine/ops_create.cpp) */                  \
     OP(fill, Kernel, false)                                                    \
     OP(arange, Kernel, false)                                                  \

@@ -71,6 +71,19 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor cumsum(const Tensor& x, int64_t dim);
 
+// ---- optimizer updates (ops_optim.cpp) -------------------------------------------------------------------
+// One Adam/AdamW step on one parameter, in place, in one pass over memory (one kernel on the GPU
+// instead of the ten or so of the same formula in engine ops). With g = grad + l2 * p:
+//   p = p * decay;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+//   p = p - step_size * m / (sqrt(v) * inv_sqrt_bias_correction2 + eps)
+// Adam: decay = 1, l2 = weight_decay. AdamW: decay = 1 - lr * weight_decay, l2 = 0. step_size is
+// lr / (1 - beta1^t). nn/optim.cpp is the caller; param, grad, m and v must be contiguous, of one
+// float dtype, shape and device. Not recorded by autograd.
+struct AdamHyper {
+    double step_size, beta1, beta2, eps, decay, l2, inv_sqrt_bias_correction2;
+};
+void adam_update_(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamHyper& h);
+
 // ---- linear algebra (ops_matmul.cpp) and neural-network ops (ops_nn.cpp) --------------------------------------
 // (n,k)@(k,m); batched (..., n, k)@(..., k, m) with broadcast batch dims; 1-d operands as in NumPy.
 Tensor matmul(const Tensor& a, const Tensor& b);

@@ -45,8 +45,8 @@ void Optimizer::step() {
             throw std::invalid_argument(type_name() + ".step: parameter " + std::to_string(i) + " is on " +
                                         device_name(p.device()) + " but its gradient on " + device_name(g.device()));
         state_[i].step++;
-        bool fast = !use_generic_path && p.device() == Device::CPU && p.is_contiguous() && g.is_contiguous() &&
-                    g.dtype() == p.dtype() && is_floating(p.dtype());
+        bool fast = !use_generic_path && p.is_contiguous() && g.is_contiguous() && g.dtype() == p.dtype() &&
+                    is_floating(p.dtype());
         update(p, g, state_[i], fast);
     }
 }
@@ -88,7 +88,7 @@ std::vector<std::string> SGD::state_keys() const {
 void SGD::update(const Tensor& param, const Tensor& grad, ParamState& state, bool fast) {
     const double lr = lr_, wd = config.weight_decay, mu = config.momentum, damp = config.dampening;
     const bool first = state.step == 1, nesterov = config.nesterov;
-    if (fast) {
+    if (fast && param.device() == Device::CPU) {  // a host loop; other devices use the engine ops below
         Tensor* buf = mu != 0 ? &buffer(state, "momentum_buffer", param) : nullptr;
         for_each_element(param, [&](auto tag) {
             using T = decltype(tag);
@@ -151,31 +151,10 @@ void Adam::update(const Tensor& param, const Tensor& grad, ParamState& state, bo
     const double l2 = decoupled_ ? 0.0 : wd;                // Adam adds wd*p to the gradient
     Tensor& m_buf = buffer(state, "exp_avg", param);
     Tensor& v_buf = buffer(state, "exp_avg_sq", param);
-    if (fast) {
-        for_each_element(param, [&](auto tag) {
-            using T = decltype(tag);
-            T* p = param.data_ptr<T>();
-            const T* g = grad.data_ptr<T>();
-            T* m = m_buf.data_ptr<T>();
-            T* v = v_buf.data_ptr<T>();
-            const int64_t n = param.numel();
-            // In the parameters' own precision, as PyTorch does: for float32 the loop vectorises
-            // 8 wide (sqrt and divide in float), where double math made it 5% of an LM step.
-            const T tb1 = (T)b1, tb2 = (T)b2, tdecay = (T)decay, tl2 = (T)l2, teps = (T)eps;
-            const T tstep = (T)step_size, tinv_bc2 = (T)(1.0 / bias_correction2_sqrt);
-            const bool decoupled = decoupled_;
-#pragma omp parallel for if (n > 32768)
-            for (int64_t i = 0; i < n; ++i) {
-                T pi = p[i];
-                if (decoupled) pi = pi * tdecay;
-                const T gi = g[i] + tl2 * pi;
-                const T mi = tb1 * m[i] + (T(1) - tb1) * gi;
-                const T vi = tb2 * v[i] + (T(1) - tb2) * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                p[i] = pi - tstep * mi / (std::sqrt(vi) * tinv_bc2 + teps);
-            }
-        });
+    if (fast) {  // one pass over memory: one kernel per parameter on any device (engine/ops_optim.cpp)
+        adam_update_(param, grad, m_buf, v_buf,
+                     {.step_size = step_size, .beta1 = b1, .beta2 = b2, .eps = eps, .decay = decay, .l2 = l2,
+                      .inv_sqrt_bias_correction2 = 1.0 / bias_correction2_sqrt});
         return;
     }
     Tensor p = param.detach();

@@ -5,6 +5,7 @@
 // the same updated parameters on both devices.
 #include <doctest.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "engine/cuda/cuda.h"
@@ -138,6 +139,26 @@ TEST_CASE("cuda kernel errors: an out-of-range index is raised, naming the op, a
                          std::out_of_range);
     Tensor good = index_select(table, 0, Tensor::from_vector(std::vector<int64_t>{0, 9}, {2}, Device::CUDA));
     CHECK(good.sum().item() == 8.0);  // the flag was cleared: the next sync is clean
+}
+
+TEST_CASE("cuda adam_update_: the fused step equals the CPU's, Adam and AdamW, float32 and float64") {
+    for (DType dt : {DType::Float32, DType::Float64}) {
+        for (bool adamw : {false, true}) {
+            Generator gen(8);
+            Tensor p = randn({1000, 3}, gen, dt), g = randn({1000, 3}, gen, dt), m = randn({1000, 3}, gen, dt) * 0.1,
+                   v = (randn({1000, 3}, gen, dt) * 0.1).pow(2);
+            Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), mg_ = m.to(Device::CUDA), vg = v.to(Device::CUDA);
+            AdamHyper h{.step_size = 1e-3 / (1 - 0.9 * 0.9), .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                        .decay = adamw ? 1 - 1e-3 * 0.01 : 1.0, .l2 = adamw ? 0.0 : 0.01,
+                        .inv_sqrt_bias_correction2 = 1 / std::sqrt(1 - 0.999 * 0.999)};
+            adam_update_(p, g, m, v, h);
+            adam_update_(pg, gg, mg_, vg, h);
+            const double tol = dt == DType::Float32 ? 1e-6 : 1e-13;
+            CHECK(closeness(pg.to(Device::CPU), p, tol, tol) <= 1.0);
+            CHECK(closeness(mg_.to(Device::CPU), m, tol, tol) <= 1.0);
+            CHECK(closeness(vg.to(Device::CPU), v, tol, tol) <= 1.0);
+        }
+    }
 }
 
 TEST_CASE("cuda parity: one training step of demo 01's MoE classifier gives the same loss and parameters") {

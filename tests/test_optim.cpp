@@ -265,3 +265,21 @@ TEST_CASE("optim state tensors round-trip and are validated") {
     bad["0.momentum_buffer"] = Tensor::zeros({1}, DType::Float64);
     CHECK_THROWS_AS(other.check_state_tensors(bad), std::invalid_argument);
 }
+
+TEST_CASE("adam_update_: one step by hand, and clear errors for mismatched state") {
+    // p = 1, g = 0.5, m = v = 0, beta1 0.9, beta2 0.999, lr 0.1, step 1 (bias corrections 0.1 and 0.001):
+    // m = 0.05, v = 0.00025, m_hat = 0.5, v_hat = 0.25, p = 1 - 0.1 * 0.5 / (0.5 + 1e-8).
+    Tensor p = Tensor::ones({3}), g = Tensor::full({3}, 0.5), m = Tensor::zeros({3}), v = Tensor::zeros({3});
+    mg::adam_update_(p, g, m, v,
+                     {.step_size = 0.1 / 0.1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .decay = 1.0, .l2 = 0.0,
+                      .inv_sqrt_bias_correction2 = 1.0 / std::sqrt(0.001)});
+    CHECK(m.at({1}) == doctest::Approx(0.05).epsilon(1e-6));
+    CHECK(v.at({1}) == doctest::Approx(0.00025).epsilon(1e-6));
+    CHECK(p.at({2}) == doctest::Approx(1.0 - 0.1 * 0.5 / (0.5 + 1e-8)).epsilon(1e-6));
+    CHECK_THROWS_WITH_AS(mg::adam_update_(p, Tensor::zeros({4}), m, v, {}),
+                         doctest::Contains("adam_update_: grad, m and v must match the parameter [3]"),
+                         std::invalid_argument);
+    Tensor wide = Tensor::zeros({3, 2});
+    CHECK_THROWS_WITH_AS(mg::adam_update_(wide.t(), wide.t(), wide.t(), wide.t(), {}), doctest::Contains("contiguous"),
+                         std::invalid_argument);
+}

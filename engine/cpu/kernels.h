@@ -12,5 +12,6 @@ void register_nn_kernels();           // kernels_nn.cpp: softmax, log_softmax, c
 void register_index_kernels();        // kernels_index.cpp: gather, scatter_add, index_select/add, one_hot, bincount
 void register_sort_kernels();         // kernels_sort.cpp: topk, argsort, multinomial
 void register_attention_kernels();    // kernels_attention.cpp: attention (tiled, online softmax) and its backward
+void register_optim_kernels();        // kernels_optim.cpp: in-place optimizer updates (adam_update)
 
 }  // namespace mg::cpu

@@ -30,6 +30,7 @@ void register_cpu_backend() {
     cpu::register_index_kernels();
     cpu::register_sort_kernels();
     cpu::register_attention_kernels();
+    cpu::register_optim_kernels();
 }
 
 

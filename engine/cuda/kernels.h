@@ -12,6 +12,7 @@ void register_index_kernels();        // kernels_index.cu: gather, scatter_add, 
 void register_sort_kernels();         // kernels_sort.cu: topk, argsort, multinomial
 void register_matmul_kernels();       // kernels_matmul.cu: matmul (batched, strided) on our SGEMM (gemm.cu)
 void register_attention_kernels();    // kernels_attention.cu: attention (tiled, online softmax) and its backward
+void register_optim_kernels();        // kernels_optim.cu: in-place optimizer updates (adam_update)
 void register_grouped_kernels();      // kernels_grouped.cu: grouped_matmul (all experts in one launch) and its weight gradient
 
 }  // namespace mg::cuda

@@ -84,6 +84,7 @@ void register_all_kernels() {
     register_matmul_kernels();
     register_attention_kernels();
     register_grouped_kernels();
+    register_optim_kernels();
 }
 
 bool init_device() {
