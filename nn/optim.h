@@ -4,9 +4,10 @@
 // An optimizer holds the parameters it updates and, per parameter, a ParamState: a step count and
 // named buffers ("momentum_buffer", "exp_avg", "exp_avg_sq"). step() updates every parameter
 // that has a gradient, in place, under NoGradGuard. Two paths compute the same formulas:
-//   - a plain loop over data_ptr for contiguous CPU float32/float64 tensors (fast, readable), and
+//   - one pass over contiguous float32/float64 tensors (fast, readable): SGD's a loop over
+//     data_ptr on the CPU, Adam's the op adam_update_ (engine/ops_optim.cpp, a CPU and a CUDA kernel), and
 //   - a device-agnostic path through engine ops (mul_, add_, sqrt, ...), used for everything else
-//     (CUDA tensors) or when `use_generic_path` is set; tests check that the two agree.
+//     or when `use_generic_path` is set; tests check that the two agree.
 // The state is what a checkpoint saves (nn/checkpoint.h), so a resumed run continues exactly.
 // docs/nn/optimizers.md writes out every formula.
 #pragma once
