@@ -8,9 +8,14 @@
 //
 // One stream (the legacy default stream, 0) carries every kernel and copy, so the work runs in
 // the order the host queued it; the host waits only in synchronize() and in copies to the host.
+#include <algorithm>
 #include <atomic>
+#include <bit>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/cuda.h"
@@ -67,8 +72,47 @@ void wait_for_gpu() {
 
 void* device_alloc(size_t bytes) { return g_allocator->allocate(bytes); }
 void device_free(void* p, size_t) { g_allocator->deallocate(p); }
+// ---- host -> device copies without a wait ----------------------------------------------------------
+// cudaMemcpyAsync from ordinary (pageable) host memory first waits for the stream to drain: a
+// hidden synchronisation, and the MoE layer uploads small tensors (group offsets, masks) in every
+// forward. From pinned memory the copy is truly asynchronous, so small uploads go through a pool
+// of pinned staging blocks: copy into a free block, queue the DMA, record an event; the block is
+// free again once its event has completed (cudaEventQuery never waits). Large uploads (model
+// weights, once) go directly.
+constexpr size_t kStagingMax = 1 << 20;
+struct StagingBlock {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+};
+std::vector<StagingBlock> g_staging;
+std::mutex g_staging_mutex;
+
+void upload_small(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::mutex> lock(g_staging_mutex);
+    StagingBlock* block = nullptr;
+    for (StagingBlock& b : g_staging)
+        if (b.bytes >= bytes && cudaEventQuery(b.done) == cudaSuccess) {
+            block = &b;
+            break;
+        }
+    cudaGetLastError();  // cudaEventQuery's "not ready" is not an error to keep
+    if (!block) {
+        StagingBlock b;
+        b.bytes = std::max<size_t>(4096, std::bit_ceil(bytes));
+        check(cudaHostAlloc(&b.host, b.bytes, cudaHostAllocDefault), "cudaHostAlloc");
+        check(cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        g_staging.push_back(b);
+        block = &g_staging.back();
+    }
+    std::memcpy(block->host, src, bytes);
+    check(cudaMemcpyAsync(dst, block->host, bytes, cudaMemcpyHostToDevice, 0), "cudaMemcpyAsync");
+    check(cudaEventRecord(block->done, 0), "cudaEventRecord");
+}
+
 void device_copy(void* dst, const void* src, size_t bytes, bool to_device) {
     if (bytes == 0) return;
+    if (to_device && bytes <= kStagingMax) return upload_small(dst, src, bytes);
     check(cudaMemcpyAsync(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, 0),
           "cudaMemcpyAsync");
     if (!to_device) wait_for_gpu();  // the host is about to read dst
