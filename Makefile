@@ -9,6 +9,7 @@
 #   make stats        line counts of engine/ and nn/
 #   make gpu-check    on a machine with an NVIDIA GPU: CUDA tests, compute-sanitizer, demos and
 #                     benchmarks on the GPU, one summary (.ci/gpu-check)
+#   make cuda-emu-check  no GPU: the CUDA test suite with the kernels run on an emulated device (CPU)
 #
 # Knobs: CUDA=auto|0|1  DEBUG=1  SANITIZE=1  DOCTEST_INC=dir  STB_INC=dir  BUILD=dir
 
@@ -113,7 +114,7 @@ LIB     := $(BUILD)/libmoegrad.a
 KIT     := $(BUILD)/libdemokit.a
 TESTS   := $(BUILD)/tests/moegrad_tests
 
-.PHONY: all run test sanitize bench demos stats clean found docs-check gpu-check
+.PHONY: all run test sanitize bench demos stats clean found docs-check gpu-check cuda-emu-check
 # Keep intermediate objects (demo and snippet objects) so that a second make relinks nothing.
 .SECONDARY:
 all: found $(LIB) $(KIT) $(TESTS) $(DEMO_BINS)
@@ -175,6 +176,12 @@ sanitize:
 # on the parity tests, every demo's --quick on the GPU, the GPU benchmarks; one summary (.ci/gpu-check).
 gpu-check:
 	DOCTEST_INC=$(DOCTEST_INC) STB_INC=$(STB_INC) ./.ci/gpu-check
+
+# No GPU? The CUDA test suite with every kernel run on an emulated device, on the CPU
+# (tools/cuda_emu/README.md: it checks kernel logic, not speed or the memory model). Minutes.
+cuda-emu-check:
+	$(MAKE) --no-print-directory CUDA=1 all
+	BUILD=$(BUILD) ./tools/cuda_emu/run.sh
 
 # Benchmarks link OpenBLAS (the yardstick only; the engine never uses it).
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(KIT) $(LIB)
