@@ -114,4 +114,19 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 // Turns a possibly negative dimension into 0..ndim-1, or throws naming `op`.
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);
 
+// Kernels that work along one dimension (reductions, softmax, sort, gather, ...) view a contiguous
+// tensor as (outer, R, inner) around it: element (o, r, i) is at o * R * inner + r * inner + i.
+struct ReduceShape {
+    int64_t outer = 1, reduced = 1, inner = 1;
+};
+inline ReduceShape reduce_shape(const Shape& shape, int64_t dim) {
+    ReduceShape r;
+    for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
+        if (d < dim) r.outer *= shape[d];
+        else if (d == dim) r.reduced = shape[d];
+        else r.inner *= shape[d];
+    }
+    return r;
+}
+
 }  // namespace mg

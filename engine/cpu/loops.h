@@ -84,18 +84,7 @@ void for_each_row(const Shape& shape, const std::array<const Shape*, N>& strides
     }
 }
 
-// The reduction kernels view a contiguous tensor as (outer, R, inner) around the reduced dim.
-struct ReduceShape {
-    int64_t outer = 1, reduced = 1, inner = 1;
-};
-inline ReduceShape reduce_shape(const Shape& shape, int64_t dim) {
-    ReduceShape r;
-    for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
-        if (d < dim) r.outer *= shape[d];
-        else if (d == dim) r.reduced = shape[d];
-        else r.inner *= shape[d];
-    }
-    return r;
-}
+// reduce_shape() (engine/shape.h) views a contiguous tensor as (outer, R, inner) for the
+// reduction kernels.
 
 }  // namespace mg::cpu

@@ -34,19 +34,6 @@ void sort_pairs(const uint64_t* keys_in, uint64_t* keys_out, const int64_t* valu
 
 namespace {
 
-// The three sizes around `dim` (as the CPU's reduce_shape).
-struct LineShape {
-    int64_t outer = 1, reduced = 1, inner = 1;
-};
-LineShape line_shape(const Shape& shape, int64_t dim) {
-    LineShape s;
-    for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
-        if (d < dim) s.outer *= shape[d];
-        else if (d == dim) s.reduced = shape[d];
-        else s.inner *= shape[d];
-    }
-    return s;
-}
 
 // A copy of `shape` without dimension `dim`.
 Shape drop_dim(const Shape& shape, int64_t dim) {
@@ -187,7 +174,7 @@ void scatter_add_kernel_host(const KernelArgs& args) {
     const int64_t dim = args.attrs.dim, n = out.shape()[dim];
     const int64_t count = index.numel();
     if (count == 0) return;
-    const LineShape s = line_shape(index.shape(), dim);
+    const ReduceShape s = reduce_shape(index.shape(), dim);
     const int64_t destinations = s.outer * s.inner * n;
     const Shape line_shape_sizes = drop_dim(index.shape(), dim), out_line_strides = drop_dim(out.strides(), dim);
     auto index_ix = make_indexer<1>(index.shape(), {&index.strides()});
@@ -232,7 +219,7 @@ __global__ void index_select_kernel(const T* x, const I* index, T* out, int64_t 
 
 void index_select_kernel_host(const KernelArgs& args) {
     const Tensor &x = args.in[0], &index = args.in[1], &out = args.out[0];
-    const LineShape s = line_shape(x.shape(), args.attrs.dim);
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
     const int64_t L = index.numel(), total = out.numel();
     if (total == 0) return;
     dispatch_dtype(x.dtype(), [&](auto tag) {
@@ -286,7 +273,7 @@ __global__ void index_add_apply_kernel(const T* src, T* out, const int64_t* sort
 
 void index_add_kernel_host(const KernelArgs& args) {
     const Tensor &index = args.in[1], &src = args.in[2], &out = args.out[0];
-    const LineShape s = line_shape(out.shape(), args.attrs.dim);
+    const ReduceShape s = reduce_shape(out.shape(), args.attrs.dim);
     const int64_t L = index.numel(), N = s.reduced, total = out.numel();
     if (L == 0) return;
     Tensor keys = Tensor::empty({L}, DType::Int64, Device::CUDA);       // destination row per l

@@ -42,18 +42,7 @@ namespace {
 
 // ---- shapes and tuning constants (changing them changes which additions happen in which order,
 // ---- so results stay reproducible for a given build) ---------------------------------------------
-struct ReduceShape {
-    int64_t outer = 1, reduced = 1, inner = 1;
-};
-ReduceShape reduce_shape(const Shape& shape, int64_t dim) {
-    ReduceShape r;
-    for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
-        if (d < dim) r.outer *= shape[d];
-        else if (d == dim) r.reduced = shape[d];
-        else r.inner *= shape[d];
-    }
-    return r;
-}
+// (outer, R, inner) around the reduced dim: reduce_shape() in engine/shape.h.
 
 constexpr int64_t kWarpRowMax = 512;   // inner == 1: rows up to this length get one warp each
 constexpr int64_t kRowChunk = 4096;    // inner == 1: values per block when long rows are split

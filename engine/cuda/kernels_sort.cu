@@ -66,19 +66,6 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kWarp = 32;
 constexpr int kSmallK = 8;  // topk's per-lane arrays hold this many; larger k sorts the lines
 
-// The three sizes around attrs.dim, as the CPU's reduce_shape.
-struct LineShape {
-    int64_t outer = 1, reduced = 1, inner = 1;
-};
-LineShape line_shape(const Shape& shape, int64_t dim) {
-    LineShape s;
-    for (int64_t d = 0; d < (int64_t)shape.size(); ++d) {
-        if (d < dim) s.outer *= shape[d];
-        else if (d == dim) s.reduced = shape[d];
-        else s.inner *= shape[d];
-    }
-    return s;
-}
 
 // Int32 / Int64 tensors of n elements viewed as unsigned keys (same bits, unsigned order is what
 // the radix sort uses).
@@ -227,7 +214,7 @@ __global__ void write_sorted_kernel(const int64_t* positions, const T* x, int64_
 // Sorts every line of x (contiguous, (outer, R, inner)) and writes the first `keep` ranks of each:
 // indices (outer, keep, inner) and, when values is given, the values too.
 template <typename T>
-void sort_lines(const T* x, const LineShape& s, bool descending, int64_t keep, int64_t* indices, T* values,
+void sort_lines(const T* x, const ReduceShape& s, bool descending, int64_t keep, int64_t* indices, T* values,
                 const char* op) {
     using K = typename KeyOf<T>::type;
     const int64_t n = s.outer * s.reduced * s.inner, lines = s.outer * s.inner;
@@ -260,7 +247,7 @@ void sort_lines(const T* x, const LineShape& s, bool descending, int64_t keep, i
 // attrs.k = k, attrs.flag = largest.
 void topk_kernel(const KernelArgs& args) {
     const Tensor &x = args.in[0], &values = args.out[0], &indices = args.out[1];
-    const LineShape s = line_shape(x.shape(), args.attrs.dim);
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
     const int64_t k = args.attrs.k, lines = s.outer * s.inner;
     const bool largest = args.attrs.flag;
     if (values.numel() == 0) return;
@@ -285,7 +272,7 @@ void topk_kernel(const KernelArgs& args) {
 // in: x contiguous; out: int64 indices of x's shape. attrs.flag = descending. Stable.
 void argsort_kernel(const KernelArgs& args) {
     const Tensor &x = args.in[0], &indices = args.out[0];
-    const LineShape s = line_shape(x.shape(), args.attrs.dim);
+    const ReduceShape s = reduce_shape(x.shape(), args.attrs.dim);
     dispatch_dtype(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
         if constexpr (std::is_same_v<T, bool>) {
