@@ -150,20 +150,7 @@ MoELanguageModel::MoELanguageModel(const MoELanguageModelConfig& config, Generat
 }
 
 void MoELanguageModel::check_ids(const Tensor& ids) const {
-    require(ids.dim() == 2, "MoELanguageModel: expected token ids (batch, seq), got " + shape_str(ids.shape()));
-    require(is_integral(ids.dtype()),
-            std::string("MoELanguageModel: token ids must be int32 or int64, got ") + dtype_name(ids.dtype()));
-    const int64_t T = ids.size(1);
-    require(T >= 1 && T <= config_.max_seq,
-            "MoELanguageModel: sequence length " + str(T) + " is outside [1, max_seq = " + str(config_.max_seq) + "]");
-    require(ids.size(0) >= 1, "MoELanguageModel: empty batch");
-    // The id range is checked here on the CPU. On a GPU reading min and max would make the host
-    // wait for the device twice per forward; there the embedding's kernel checks every id and an
-    // out-of-range one is raised at the next synchronisation (docs/engine/cuda.md, "Errors").
-    if (ids.device() != Device::CPU) return;
-    const int64_t lo = min(ids).to(DType::Int64).item<int64_t>(), hi = max(ids).to(DType::Int64).item<int64_t>();
-    require(lo >= 0 && hi < config_.vocab, "MoELanguageModel: token id " + str(lo < 0 ? lo : hi) +
-                                               " is outside the vocabulary [0, " + str(config_.vocab) + ")");
+    check_token_ids(ids, config_.vocab, config_.max_seq, "MoELanguageModel");
 }
 
 MoELanguageModel::Output MoELanguageModel::forward(const Tensor& ids) {

@@ -72,20 +72,23 @@ LanguageModel::LanguageModel(const LanguageModelConfig& config, Generator& gen) 
                                                                 LinearConfig{.bias = false, .dtype = config.dtype}));
 }
 
-void LanguageModel::check_ids(const Tensor& ids) const {
-    require(ids.dim() == 2, "LanguageModel: expected token ids (batch, seq), got " + shape_str(ids.shape()));
-    require(is_integral(ids.dtype()), std::string("LanguageModel: token ids must be int32 or int64, got ") + dtype_name(ids.dtype()));
+void check_token_ids(const Tensor& ids, int64_t vocab, int64_t max_seq, const std::string& model) {
+    require(ids.dim() == 2, model + ": expected token ids (batch, seq), got " + shape_str(ids.shape()));
+    require(is_integral(ids.dtype()), model + ": token ids must be int32 or int64, got " + dtype_name(ids.dtype()));
     const int64_t T = ids.size(1);
-    require(T >= 1 && T <= config_.max_seq, "LanguageModel: sequence length " + str(T) + " is outside [1, max_seq = " +
-                                                str(config_.max_seq) + "]");
-    require(ids.size(0) >= 1, "LanguageModel: empty batch");
+    require(T >= 1 && T <= max_seq, model + ": sequence length " + str(T) + " is outside [1, max_seq = " + str(max_seq) + "]");
+    require(ids.size(0) >= 1, model + ": empty batch");
     // The id range is checked here on the CPU. On a GPU reading min and max would make the host
     // wait for the device twice per forward; there the embedding's kernel checks every id and an
     // out-of-range one is raised at the next synchronisation (docs/engine/cuda.md, "Errors").
     if (ids.device() != Device::CPU) return;
     const int64_t lo = min(ids).to(DType::Int64).item<int64_t>(), hi = max(ids).to(DType::Int64).item<int64_t>();
-    require(lo >= 0 && hi < config_.vocab, "LanguageModel: token id " + str(lo < 0 ? lo : hi) +
-                                               " is outside the vocabulary [0, " + str(config_.vocab) + ")");
+    require(lo >= 0 && hi < vocab,
+            model + ": token id " + str(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " + str(vocab) + ")");
+}
+
+void LanguageModel::check_ids(const Tensor& ids) const {
+    check_token_ids(ids, config_.vocab, config_.max_seq, "LanguageModel");
 }
 
 LanguageModel::Output LanguageModel::forward(const Tensor& ids) {

@@ -106,6 +106,10 @@ private:
     LanguageModelConfig config_;
 };
 
+// Checks token ids for a model: (batch, seq) int32/int64, 1 <= seq <= max_seq, a non-empty batch,
+// and (on the CPU) every id in [0, vocab). Throws std::invalid_argument naming `model`.
+void check_token_ids(const Tensor& ids, int64_t vocab, int64_t max_seq, const std::string& model);
+
 // ---- generation ---------------------------------------------------------------------------------
 struct SamplingConfig {
     int64_t max_new_tokens = 100;
