@@ -20,12 +20,13 @@ if [[ ! -s "$data/peer_train.txt" ]]; then
     /usr/bin/python3 -c "import sys; sys.path.insert(0,'$peers'); from gen_text import generate; \
 open('$data/peer_train.txt','wb').write(generate(400000,1234)); open('$data/peer_eval.txt','wb').write(generate(40000,999))"
 fi
+bin="${BIN:-./build/demos/03_moe_vs_dense_lm}"
 best=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE)
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cpus; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%dT%H:%MZ)"
 "${best[@]}" /usr/bin/python3 bench/peer_step0.py --peers "$peers" --ffn "$ffn"
 ours=() theirs=()
 for i in $(seq "$runs"); do
-    line=$("${best[@]}" ./build/demos/03_moe_vs_dense_lm --peer-config --peer-ffn "$ffn" --threads "$threads" \
+    line=$("${best[@]}" "$bin" --peer-config --peer-ffn "$ffn" --threads "$threads" \
         --peer-train "$data/peer_train.txt" --peer-eval "$data/peer_eval.txt" | tail -1)
     echo "moegrad: $line"
     ours+=("$(sed -n 's/.*"train_tok_s": \([0-9.]*\).*/\1/p' <<< "$line")")
