@@ -30,6 +30,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/gemm.h"
+#include "engine/cpu/fast_math.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/loops.h"
 
@@ -102,6 +103,26 @@ template <typename T> void mask_future(T* S, int64_t i0, int64_t rows, int64_t j
             S[r * kTile + c] = -std::numeric_limits<T>::infinity();
 }
 
+// s[c] = exp(s[c] - shift) for c < n; returns the sum of the new values. For float32 the exp is
+// fast_math.h's exp_f32 and the sum runs in 8 lanes, both vectorised: with glibc's scalar expf
+// the exps were about half of the attention time in the MoE LM (measured with MG_PROFILE). The
+// lanes are added in a fixed order, so the result does not depend on threads.
+template <typename T> T exp_shifted(T* s, int64_t n, T shift) {
+    if constexpr (std::is_same_v<T, float>) {
+        for (int64_t c = 0; c < n; ++c) s[c] = exp_f32(s[c] - shift);
+        float lanes[8] = {};
+        int64_t c = 0;
+        for (; c + 8 <= n; c += 8)
+            for (int l = 0; l < 8; ++l) lanes[l] += s[c + l];
+        for (; c < n; ++c) lanes[0] += s[c];
+        return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    } else {
+        T total = 0;
+        for (int64_t c = 0; c < n; ++c) total += s[c] = std::exp(s[c] - shift);
+        return total;
+    }
+}
+
 struct Dims {
     int64_t B, H, Tq, Tk, Dh;
     explicit Dims(const Tensor& q, const Tensor& k)
@@ -156,11 +177,7 @@ template <typename T> void attention_forward(const KernelArgs& args) {
                     }
                     const double m_new = std::max(m[r], tile_max);
                     const T shift = (T)m_new;
-                    double row_sum = 0;
-                    for (int64_t c = 0; c < cols; ++c) {
-                        s[c] = std::exp(s[c] - shift);
-                        row_sum += s[c];
-                    }
+                    const double row_sum = exp_shifted(s, cols, shift);
                     const double correction = std::exp(m[r] - m_new);  // 0 on the first block
                     l[r] = l[r] * correction + row_sum;
                     m[r] = m_new;
@@ -229,10 +246,7 @@ template <typename T> void attention_backward(const KernelArgs& args) {
                     tile_product<T>(rows, cols, Dh, scale, q_block.data(), Dh, 1, k_block_t.data(), kTile, false,
                                     P.data(), kTile);
                     if (causal && j0 + cols - 1 > i0) mask_future(P.data(), i0, rows, j0, cols);
-                    for (int64_t r = 0; r < rows; ++r) {
-                        const T row_lse = lse_bh[i0 + r];
-                        for (int64_t c = 0; c < cols; ++c) P[r * kTile + c] = std::exp(P[r * kTile + c] - row_lse);
-                    }
+                    for (int64_t r = 0; r < rows; ++r) exp_shifted(P.data() + r * kTile, cols, lse_bh[i0 + r]);
                     // dv_j += P^T dout_i
                     tile_product<T>(cols, Dh, rows, T(1), P.data(), 1, kTile, dout_block.data(), Dh, true,
                                     dv_block.data(), Dh);
