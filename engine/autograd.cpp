@@ -140,9 +140,33 @@ Tensor reduce_to_shape(const Tensor& grad, const Shape& shape) {
 namespace {
 std::atomic<uint64_t> g_backward_passes{0};
 
+// A tensor used twice sends two gradients: they add up. The first is kept as it is (it may be
+// shared, e.g. add's backward sends one tensor to both inputs); from the second on the sum lives
+// in a buffer of our own, which later gradients are added into in place.
 void receive(Node* node, const Tensor& g) {
-    // A tensor used twice sends two gradients: they add up.
-    node->grad_sum = node->grad_sum.defined() ? add(node->grad_sum, g) : g;
+    if (!node->grad_sum.defined()) {
+        node->grad_sum = g;
+        node->grad_sum_owned = false;
+    } else if (node->grad_sum_owned && node->grad_sum.shape() == g.shape()) {
+        node->grad_sum.add_(g);
+    } else {
+        node->grad_sum = add(node->grad_sum, g);
+        node->grad_sum_owned = true;
+    }
+}
+
+// The gradient g of a slice of a tensor of shape `whole`: added into that region only.
+void receive_slice(Node* node, const Tensor& g, const Shape& whole, const Node::SliceRegion& r) {
+    if (!node->grad_sum.defined()) node->grad_sum = Tensor::zeros(whole, g.dtype(), g.device());
+    else if (!node->grad_sum_owned) node->grad_sum = node->grad_sum.clone();
+    node->grad_sum_owned = true;
+    node->grad_sum.slice(r.dim, r.start, r.end, r.step).add_(g);
+}
+
+// Nobody but `g` holds its storage, so nobody can see or change it: a leaf may keep it as its
+// .grad without a copy.
+bool exclusively_owned(const Tensor& g) {
+    return g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous();
 }
 }  // namespace
 
@@ -170,6 +194,7 @@ void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
         node->visited_pass = pass;
         node->pending = 0;
         node->grad_sum = Tensor();
+        node->grad_sum_owned = false;
         return true;
     };
     std::vector<Node*> stack{root.get()};
@@ -194,11 +219,12 @@ void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
         Tensor g = std::move(node->grad_sum);
         node->grad_sum = Tensor();
         if (auto leaf = node->leaf.lock()) {
-            // A leaf: add into .grad (a fresh tensor, so that a gradient shared between two
-            // leaves is never changed through the other).
+            // A leaf: add into .grad, always a tensor of its own, so that a gradient shared
+            // between two leaves is never changed through the other (optimizers and
+            // clip_grad_norm change .grad in place). A gradient nobody else holds is kept as it is.
             if (g.defined()) {
                 if (leaf->grad) leaf->grad = add(Tensor(leaf->grad), g).impl_ptr();
-                else leaf->grad = g.clone().impl_ptr();
+                else leaf->grad = exclusively_owned(g) ? g.impl_ptr() : g.clone().impl_ptr();
             }
             continue;
         }
@@ -210,6 +236,17 @@ void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
                 throw std::logic_error(std::string("backward: trying to go through the graph a second time (op '") +
                                        node->name + "'); its saved tensors were freed by the first backward. "
                                        "Pass retain_graph=true to the first call if you need this.");
+            if (node->slice.dim >= 0) {  // a slice: straight into the region (see Node::slice)
+                const Edge& edge = node->next[0];
+                if (edge.node) receive_slice(edge.node.get(), g, edge.shape, node->slice);
+                if (!retain_graph) {
+                    node->backward = nullptr;
+                    node->released = true;
+                }
+                for (Edge& e : node->next)
+                    if (e.node && --e.node->pending == 0) ready.push_back(e.node.get());
+                continue;
+            }
             std::vector<Tensor> input_grads = node->backward(g);
             if (input_grads.size() != node->next.size())
                 throw std::logic_error(std::string("backward of '") + node->name + "' returned " +

@@ -43,6 +43,15 @@ struct Node {
     uint64_t visited_pass = 0;
     int pending = 0;
     Tensor grad_sum;
+    bool grad_sum_owned = false;  // grad_sum is a buffer this pass made: safe to add into in place
+
+    // slice() nodes only (dim >= 0): the region of the input that the view covers. The backward
+    // pass adds the view's gradient straight into that region of the input's gradient instead of
+    // calling `backward` (which builds a zero tensor of the input's whole shape): splitting a
+    // tensor into E parts would otherwise cost E full-size zero fills and E - 1 full-size adds.
+    struct SliceRegion {
+        int64_t dim = -1, start = 0, end = 0, step = 1;
+    } slice;
 
     // Frees long chains without recursion (a 100,000-op graph must not overflow the stack).
     ~Node();

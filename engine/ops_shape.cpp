@@ -179,6 +179,9 @@ Tensor slice(const Tensor& x, int64_t dim_in, int64_t start, int64_t end, int64_
             gx.slice(dim, start, end, step).copy_(g);
             return grads({gx});
         });
+    // The backward pass adds a slice's gradient into the region directly (autograd.cpp,
+    // receive_slice); the function above is what it computes, for a reader.
+    if (y.grad_fn()) y.grad_fn()->slice = {dim, start, end, step};
     return y;
 }
 

@@ -78,6 +78,55 @@ TEST_CASE("autograd reuse: x * x and x + x add up the gradients of both uses") {
     check_values(x.grad(), {4, 4, 4});
 }
 
+TEST_CASE("autograd slices: each part's gradient lands in its region, mixed with whole-tensor uses") {
+    // x (2, 3) is split along dim 1 into [0:1], [1:3] and also used whole, and a strided slice.
+    // L = sum(3 * p0) + sum(p1 * p1) + sum(x) + sum(2 * x[:, ::2])
+    //   dL/dx = 1 (whole use) + 3 on column 0, 2 x on columns 1-2, + 2 on columns 0 and 2.
+    Tensor x = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+    std::vector<Tensor> parts = split(x, std::vector<int64_t>{1, 2}, 1);
+    Tensor L = (parts[0] * 3.0).sum() + (parts[1] * parts[1]).sum() + x.sum() + (x.slice(1, 0, 3, 2) * 2.0).sum();
+    L.backward();
+    check_values(x.grad(), {1 + 3 + 2, 1 + 4, 1 + 6 + 2, 1 + 3 + 2, 1 + 10, 1 + 12 + 2});
+    // The same with the whole-tensor use first in the graph (its gradient arrives first, shared
+    // with nothing of ours: the region adds must not change it in place).
+    x.zero_grad();
+    Tensor w = x * 1.0;  // w's gradient is used for x's, and also reaches v unchanged
+    Tensor v = leaf({0, 0, 0, 0, 0, 0}, {2, 3});
+    Tensor both = w + v;  // add's backward sends one tensor to both w and v
+    Tensor L2 = both.sum() + (w.slice(0, 1, 2) * 5.0).sum();
+    L2.backward();
+    check_values(v.grad(), {1, 1, 1, 1, 1, 1});  // untouched by the slice's region add into w's gradient
+    check_values(x.grad(), {1, 1, 1, 6, 6, 6});
+    // A gradient that is a view of the caller's upstream gradient G reaches y first or second
+    // (both orders are built): adding the slice's part must never write into G.
+    for (bool slice_first : {false, true}) {
+        Tensor x2 = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+        Tensor y = x2 * 1.0;
+        Tensor whole = y.reshape({6}), row0 = y.slice(0, 0, 1).reshape({3});
+        Tensor out = slice_first ? concat({row0, whole}, 0) : concat({whole, row0}, 0);
+        Tensor G = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}, {9});
+        out.backward(G);
+        check_values(G, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+        if (slice_first) check_values(x2.grad(), {1 + 4, 2 + 5, 3 + 6, 7, 8, 9});
+        else check_values(x2.grad(), {1 + 7, 2 + 8, 3 + 9, 4, 5, 6});
+    }
+}
+
+TEST_CASE("autograd leaves never share a gradient buffer, even when a backward sends one tensor to both") {
+    Tensor a = leaf({1, 2}, {2}), b = leaf({3, 4}, {2});
+    (a + b).sum().backward();
+    check_values(a.grad(), {1, 1});
+    check_values(b.grad(), {1, 1});
+    CHECK(a.grad().storage() != b.grad().storage());
+    a.grad().mul_(10.0);  // what clip_grad_norm does in place
+    check_values(b.grad(), {1, 1});
+    // A fresh gradient nobody else holds is kept without a copy, and is still a tensor of its own.
+    Tensor c = leaf({1, 2}, {2});
+    (c * c).sum().backward();
+    check_values(c.grad(), {2, 4});
+    CHECK(c.grad().is_contiguous());
+}
+
 TEST_CASE("autograd: a leaf that does not require grad gets no gradient") {
     Tensor x = leaf({1.0, 2.0}, {2});
     Tensor c = Tensor::from_vector(std::vector<double>{5.0, 7.0}, {2});
