@@ -55,6 +55,16 @@ struct Vec {
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    // out[i] = the sum of the lanes of the i-th vector (halves added, then the AVX2 tree below).
+    static void hsum4(V a, V b, V c, V d, float* out) {
+        auto half = [](V v) {
+            return _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        };
+        const __m256 ab = _mm256_hadd_ps(half(a), half(b)), cd = _mm256_hadd_ps(half(c), half(d));
+        const __m256 abcd = _mm256_hadd_ps(ab, cd);
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
 };
 constexpr int MR = 12;  // 12 x 32 tile: 24 accumulators + 2 B vectors + 1 A broadcast <= 32 zmm
 constexpr const char* kKernelName = "avx512f 12x32";
@@ -68,6 +78,13 @@ struct Vec {
     static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    // out[i] = the sum of the 8 lanes of the i-th vector, four at once: two rounds of pairwise
+    // horizontal adds leave (a, b, c, d) partial sums in each 128-bit half; adding the halves
+    // finishes them. 5 instructions for 4 sums, always in the same order.
+    static void hsum4(V a, V b, V c, V d, float* out) {
+        const V abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+    }
 };
 constexpr int MR = 6;  // 6 x 16 tile: 12 accumulators + 2 B vectors + 1 A broadcast <= 16 ymm
 constexpr const char* kKernelName = "avx2+fma 6x16";
@@ -89,6 +106,10 @@ struct Vec {
     static V mul(V a, V b) {
         for (int l = 0; l < 4; ++l) a.x[l] *= b.x[l];
         return a;
+    }
+    static void hsum4(V a, V b, V c, V d, float* out) {
+        const V* v[4] = {&a, &b, &c, &d};
+        for (int i = 0; i < 4; ++i) out[i] = (v[i]->x[0] + v[i]->x[1]) + (v[i]->x[2] + v[i]->x[3]);
     }
 };
 constexpr int MR = 4;
@@ -347,63 +368,49 @@ int64_t split_point(int64_t count, int64_t unit, int64_t parts, int64_t part) {
 // packed path above would copy all of A (the biggest operand) once more and pad N to NR columns;
 // here A is read once, straight from memory, and C is a set of dot products: row i of A against
 // each of the N columns of B, which are first copied into a small contiguous buffer Bt (N x K,
-// it stays in L1/L2). Two rows of A and four columns of B at a time: 8 vector accumulators.
-// Measured (one thread, 8192 x N x 512): N = 8, 30 vs 17 GFLOP/s for the packed path; at N = 16
-// the packed path's 6 x 16 tile fits exactly and wins (47 vs 30 GFLOP/s at M = 512).
-constexpr int64_t kSkinnyN = 8;
+// it stays in L1).
+//
+// One row of A against all its (up to 8) columns at once: 8 vector accumulators, and per W-wide
+// step along K one load of A and one of each column; the 8 sums end in Vec::hsum4. Measured at
+// 8192 x 8 x 512 on one thread (bench/RESULTS.md, "Router benchmark"), rows x columns per block:
+// 1 x 8 ran at 59-63 GFLOP/s; 2 x 4 (the kernel before) 31; 3 x 4 and 4 x 4 31-32 (with 12-16
+// accumulators GCC reloads the rows of A for every column); 3 x 3 45; 2 x 8 49. One row at a
+// time also reads A exactly once, in order. Each C[i, j] is one row's dot product whatever
+// thread computes it: the result does not depend on the thread count.
+constexpr int64_t kSkinnyN = 8;  // at 16 and 32 columns the packed path is faster (measured)
 
-// Sums the W lanes of v in a fixed order (the same bits on every call).
-float hsum(const Vec::V& v) {
-    alignas(64) float lanes[Vec::W];
-    Vec::store(lanes, v);
-    float total = 0;
-    for (int l = 0; l < Vec::W; ++l) total += lanes[l];
-    return total;
+// dots[c] = row a . column b[c] over k < k_vec, c < kCols, while the next row is fetched into
+// cache (with the hardware prefetcher alone the loop waited on memory).
+template <int kCols>
+[[gnu::always_inline]] inline void skinny_row(const float* a, const float* const b[kCols], const float* next,
+                                              int64_t k_vec, float dots[kCols]) {
+    Vec::V acc[kCols];
+    for (int c = 0; c < kCols; ++c) acc[c] = Vec::zero();
+    for (int64_t k = 0; k < k_vec; k += Vec::W) {
+        __builtin_prefetch(next + k);
+        const Vec::V x = Vec::load(a + k);
+        for (int c = 0; c < kCols; ++c) acc[c] = Vec::fmadd(x, Vec::load(b[c] + k), acc[c]);
+    }
+    for (int c = 0; c < kCols; c += 4) Vec::hsum4(acc[c], acc[c + 1], acc[c + 2], acc[c + 3], dots + c);
 }
 
-// C[i, j] for rows i0 <= i < i1 and all N columns.
+// C[i, j] for rows i0 <= i < i1 and all N columns, kCols (4 or 8, >= N) at a time; columns past N
+// repeat the last one (computed, not stored).
+template <int kCols>
 void skinny_rows(int64_t i0, int64_t i1, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
                  const float* Bt, float beta, float* C, int64_t rs_c, int64_t cs_c) {
     const int64_t k_vec = K / Vec::W * Vec::W;
-    auto finish = [&](int64_t i, int64_t j, float dot) {
-        float& c = C[i * rs_c + j * cs_c];
-        c = beta == 0.0f ? alpha * dot : alpha * dot + beta * c;
-    };
-    for (int64_t i = i0; i < i1; i += 2) {
-        const int64_t rows = std::min<int64_t>(2, i1 - i);
-        const float* a0 = A + i * rs_a;
-        const float* a1 = rows == 2 ? a0 + rs_a : a0;  // the odd last row is computed twice, stored once
-        // The next two rows, fetched into cache while these are computed: with two interleaved
-        // streams the hardware prefetcher alone left the loop waiting on memory (measured 2x).
-        const float* next = i + 2 < i1 ? a0 + 2 * rs_a : a0;
-        const float* next1 = i + 3 < i1 ? next + rs_a : next;
-        for (int64_t j = 0; j < N; j += 4) {
-            const int64_t cols = std::min<int64_t>(4, N - j);
-            const float* b[4];
-            for (int64_t c = 0; c < 4; ++c) b[c] = Bt + (j + std::min<int64_t>(c, cols - 1)) * K;
-            Vec::V acc0[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
-            Vec::V acc1[4] = {Vec::zero(), Vec::zero(), Vec::zero(), Vec::zero()};
-            for (int64_t k = 0; k < k_vec; k += Vec::W) {
-                if (j == 0) {
-                    __builtin_prefetch(next + k);
-                    __builtin_prefetch(next1 + k);
-                }
-                const Vec::V x0 = Vec::load(a0 + k), x1 = Vec::load(a1 + k);
-                for (int c = 0; c < 4; ++c) {
-                    const Vec::V w = Vec::load(b[c] + k);
-                    acc0[c] = Vec::fmadd(x0, w, acc0[c]);
-                    acc1[c] = Vec::fmadd(x1, w, acc1[c]);
-                }
-            }
-            for (int64_t c = 0; c < cols; ++c) {
-                float d0 = hsum(acc0[c]), d1 = hsum(acc1[c]);
-                for (int64_t k = k_vec; k < K; ++k) {  // the K % W tail
-                    d0 += a0[k] * b[c][k];
-                    d1 += a1[k] * b[c][k];
-                }
-                finish(i, j + c, d0);
-                if (rows == 2) finish(i + 1, j + c, d1);
-            }
+    const float* b[kCols];
+    for (int64_t c = 0; c < kCols; ++c) b[c] = Bt + std::min<int64_t>(c, N - 1) * K;
+    for (int64_t i = i0; i < i1; ++i) {
+        const float* a = A + i * rs_a;
+        float dots[kCols];
+        skinny_row<kCols>(a, b, i + 1 < i1 ? a + rs_a : a, k_vec, dots);
+        for (int64_t c = 0; c < N; ++c) {
+            float dot = dots[c];
+            for (int64_t k = k_vec; k < K; ++k) dot += a[k] * b[c][k];  // the K % W tail
+            float& out = C[i * rs_c + c * cs_c];
+            out = beta == 0.0f ? alpha * dot : alpha * dot + beta * out;
         }
     }
 }
@@ -413,13 +420,13 @@ void sgemm_skinny(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
     std::vector<float> Bt(N * K);  // Bt[j*K + k] = B[k, j]
     for (int64_t j = 0; j < N; ++j)
         for (int64_t k = 0; k < K; ++k) Bt[j * K + k] = B[k * rs_b + j * cs_b];
-    // Rows are cut on even boundaries, so every row is computed the same way for any thread count.
-    const int64_t pairs = ceil_div(M, 2);
+    // Any cut works: each row's dot products are the same whichever block and thread it lands in.
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int64_t i0 = std::min(M, pairs * t / n * 2), i1 = std::min(M, pairs * (t + 1) / n * 2);
-        if (i1 > i0) skinny_rows(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
+        const int64_t i0 = M * t / n, i1 = M * (t + 1) / n;
+        if (i1 > i0 && N <= 4) skinny_rows<4>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
+        else if (i1 > i0) skinny_rows<8>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
     }
 }
 
