@@ -65,6 +65,38 @@ TEST_CASE("topk: NaN counts as the largest value") {
     CHECK(ints(topk(x, 2, -1, false).indices) == std::vector<int64_t>{0, 2});
 }
 
+TEST_CASE("topk: the float32 short-row path (keys, no branches) orders exactly as the general one") {
+    // float32 rows of up to 64 values take topk_rows_keyed; the same rows in float64 take the
+    // insertion path. Rows mix ties, -0 and +0 (equal), +-inf, and NaN of both signs (largest).
+    std::mt19937 rng(7);
+    const std::vector<float> specials = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1.5f, 1.5f, -2.0f};
+    for (int64_t R : {1, 2, 3, 8, 17, 64, 65})
+        for (int64_t k : {1, 2, 3, 8}) {
+            if (k > R) continue;
+            const int64_t rows = 40;
+            std::vector<double> values(rows * R);
+            for (double& v : values) {
+                const uint32_t pick = rng() % 4;
+                v = pick == 0 ? (double)specials[rng() % specials.size()] : (double)((int)(rng() % 7) - 3) * 0.5;
+            }
+            Tensor x64 = Tensor::from_vector(values, {rows, R});
+            Tensor x32 = copy(x64, DType::Float32);
+            for (bool largest : {true, false}) {
+                CAPTURE(R);
+                CAPTURE(k);
+                CAPTURE(largest);
+                ValuesIndices a = topk(x32, k, 1, largest), b = topk(x64, k, 1, largest);
+                CHECK(ints(a.indices) == ints(b.indices));
+                const std::vector<float> av = a.values.to_vector<float>();
+                const std::vector<double> bv = b.values.to_vector<double>();
+                for (size_t i = 0; i < av.size(); ++i) {
+                    const bool both_nan = std::isnan(av[i]) && std::isnan(bv[i]);
+                    CHECK((both_nan || (double)av[i] == bv[i]));
+                }
+            }
+        }
+}
+
 TEST_CASE("topk: threads do not change the result") {
     Generator gen(8);
     Tensor x = randn({2000, 64}, gen);
