@@ -64,23 +64,43 @@ void for_each_row(const Shape& shape, const std::array<const Shape*, N>& strides
     const int64_t chunk_len = chunks == 1 ? n : kChunk;
     const int64_t tasks = rows * chunks;
 
-    auto run_task = [&](int64_t task) {
-        int64_t r = task / chunks, c = task % chunks;
+    // Tasks [t0, t1): the first one's offsets are decoded by division, the following ones by
+    // stepping an odometer over the outer dimensions. (Decoding every row by division cost more
+    // than copying it for runs of a few dozen elements: the (B, T, 3, H, Dh) permute of the
+    // attention block's backward, 32-float runs, went at 1.2 GB/s.)
+    auto run_tasks = [&](int64_t t0, int64_t t1) {
+        if (t0 >= t1) return;
+        int64_t idx[16] = {};
         Offsets<N> off{};
+        int64_t r = t0 / chunks, c = t0 % chunks;
         for (int d = 1; d < nd; ++d) {
-            int64_t i = r % sizes[d];
+            idx[d] = r % sizes[d];
             r /= sizes[d];
-            for (int k = 0; k < N; ++k) off[k] += i * st[k][d];
+            for (int k = 0; k < N; ++k) off[k] += idx[d] * st[k][d];
         }
-        int64_t start = c * chunk_len, len = std::min(chunk_len, n - start);
-        for (int k = 0; k < N; ++k) off[k] += start * inner[k];
-        row(off, len, inner);
+        for (int64_t task = t0; task < t1; ++task) {
+            const int64_t start = c * chunk_len, len = std::min(chunk_len, n - start);
+            Offsets<N> at = off;
+            for (int k = 0; k < N; ++k) at[k] += start * inner[k];
+            row(at, len, inner);
+            if (++c < chunks) continue;
+            c = 0;
+            for (int d = 1; d < nd; ++d) {  // the next row: carry like an odometer
+                for (int k = 0; k < N; ++k) off[k] += st[k][d];
+                if (++idx[d] < sizes[d]) break;
+                for (int k = 0; k < N; ++k) off[k] -= sizes[d] * st[k][d];
+                idx[d] = 0;
+            }
+        }
     };
     if (worth_parallel(rows * n) && tasks > 1) {
-#pragma omp parallel for schedule(static)
-        for (int64_t task = 0; task < tasks; ++task) run_task(task);
+#pragma omp parallel
+        {
+            const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+            run_tasks(tasks * t / threads, tasks * (t + 1) / threads);
+        }
     } else {
-        for (int64_t task = 0; task < tasks; ++task) run_task(task);
+        run_tasks(0, tasks);
     }
 }
 
