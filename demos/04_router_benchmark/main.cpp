@@ -474,6 +474,34 @@ int run(int argc, char** argv) {
     report.paragraph("Memory bandwidth measured by a copy in this run: " + Cell::fixed(bandwidth, 1).text +
                      " GB/s. Where groups are small (a few dozen tokens per expert), reading the expert weights, "
                      "not the arithmetic, bounds the layer: compare the weights GB/s column with it.");
+    // The speed targets of bench/RESULTS.md, summarised (reported, never checked: speed depends
+    // on the machine). x one is judged only where every expert got at least 256 tokens.
+    {
+        std::vector<std::string> lines;
+        int64_t eligible = 0, within = 0;
+        double worst = 0, gemm_share_min = 1e300;
+        for (const Result& r : results) {
+            gemm_share_min = std::min(gemm_share_min, r.groups.median / r.layer.median);
+            if (r.min_group < 256) continue;
+            ++eligible;
+            const double x_one = r.layer.median / r.one.median;
+            within += x_one <= 1.25;
+            worst = std::max(worst, x_one);
+        }
+        if (!results.empty())
+            lines.push_back("layer GFLOP/s over the experts' GEMMs alone (target >= 60%): lowest " +
+                            Cell::fixed(100 * gemm_share_min, 0).text + "%");
+        lines.push_back("x one <= 1.25 where every expert got >= 256 tokens: " + std::to_string(within) + " of " +
+                        std::to_string(eligible) + " points" +
+                        (eligible ? " (highest " + Cell::fixed(worst, 2).text + ")" : std::string()));
+        for (const Result& r : results)
+            if (r.p.experts == 8 && r.p.k == 2 && d_model == 512 && r.tokens == 8192)
+                lines.push_back("router alone at d 512, E 8, k 2, 8192 tokens, cf " + cf_name(r.p.cf) + ": " +
+                                Cell::fixed(r.tokens / r.router.median / 1e6, 2).text +
+                                " million tokens/s (target >= 5)");
+        report.heading("Against the speed targets (bench/RESULTS.md)");
+        report.bullets(lines);
+    }
     report.heading("Checks");
     std::vector<std::string> check_lines;
     for (auto& [what, ok] : checks) check_lines.push_back(std::string(ok ? "PASS " : "FAIL ") + what);
