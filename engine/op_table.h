@@ -60,6 +60,7 @@ namespace mg {
     OP(cumsum, Kernel, true)                                                   \
     /* linear algebra and neural-network ops (engine/ops_nn.cpp) */            \
     OP(matmul, Kernel, true)                                                   \
+    OP(linear, Kernel, true)                                                   \
     OP(grouped_matmul, Kernel, true)                                           \
     OP(grouped_matmul_weight_grad, Kernel, false)                              \
     OP(softmax, Kernel, true)                                                  \

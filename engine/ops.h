@@ -87,6 +87,10 @@ void adam_update_(const Tensor& param, const Tensor& grad, const Tensor& m, cons
 // ---- linear algebra (ops_matmul.cpp) and neural-network ops (ops_nn.cpp) --------------------------------------
 // (n,k)@(k,m); batched (..., n, k)@(..., k, m) with broadcast batch dims; 1-d operands as in NumPy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// A Linear layer as one op: y = x @ weight^T + bias, then ReLU if relu, with the bias add and the
+// activation fused into the GEMM (one pass over y, not three). x (..., in); weight (out, in);
+// bias (out) or undefined. Returns (..., out). The same values as matmul + add + relu, bitwise.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), bool relu = false);
 // Many matrix products in one op, one per group of rows (the experts of an MoE layer in one
 // launch). x (N, K) holds the groups back to back: group g is rows [offsets[g], offsets[g+1]);
 // w (G, M, K) holds one weight per group, laid out like a Linear's (out, in); offsets (G+1) is an

@@ -72,6 +72,47 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 namespace mg {
 using namespace detail;
 
+// ---- linear ------------------------------------------------------------------------------------
+// y = act(x W^T + b) on x flattened to (rows, in). The kernel gets x2 (rows, in) and W (out, in)
+// with their strides, b (out) contiguous or undefined, attrs.flag = relu, and a contiguous y.
+//   g' = relu ? g * (y > 0) : g       (relu_backward, from the output: y > 0 exactly where x W^T + b > 0)
+//   dL/dx = g' W     dL/dW = g'^T x   dL/db = sum over rows of g'
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool relu) {
+    require_floating(x, "linear");
+    require_same_dtype(x, weight, "linear");
+    if (x.dim() == 0 || weight.dim() != 2 || x.size(-1) != weight.size(1))
+        throw std::invalid_argument("linear: expected x (..., in) and weight (out, in), got x " + shape_str(x.shape()) +
+                                    " and weight " + shape_str(weight.shape()));
+    const int64_t in = weight.size(1), out = weight.size(0);
+    if (bias.defined()) {
+        require_same_dtype(x, bias, "linear");
+        if (bias.dim() != 1 || bias.size(0) != out)
+            throw std::invalid_argument("linear: bias must be (" + std::to_string(out) + "), got " +
+                                        shape_str(bias.shape()));
+    }
+    Shape y_shape = x.shape();
+    y_shape.back() = out;
+    const Tensor x2 = x.reshape({-1, in});  // free for contiguous x
+    Tensor y2 = make_tensor({x2.size(0), out}, x.dtype(), x.device());
+    Attrs attrs;
+    attrs.flag = relu;
+    run_kernel(OpId::linear, {x2.detach(), weight.detach(), bias.defined() ? bias.detach().contiguous() : Tensor()}, {y2},
+               attrs);
+    if (any_requires_grad({x2, weight, bias})) {
+        const bool gx = x2.requires_grad(), gw = weight.requires_grad();
+        record(y2, OpId::linear, {x2, weight, bias},
+               [sx = Saved(gw ? x2 : Tensor()), sw = Saved(gx ? weight : Tensor()), sy = Saved(relu ? y2 : Tensor()),
+                gx, gw, gb = bias.defined() && bias.requires_grad()](const Tensor& g) {
+                   const Tensor gz = sy.defined() ? relu_backward(g, sy.get("linear")) : g;
+                   Tensor dx = gx ? matmul(gz, sw.get("linear")) : Tensor();
+                   Tensor dw = gw ? matmul(gz.transpose(0, 1), sx.get("linear")) : Tensor();  // (out, in), contiguous
+                   Tensor db = gb ? sum(gz, 0) : Tensor();
+                   return grads({dx, dw, db});
+               });
+    }
+    return y2.reshape(y_shape);
+}
+
 // ---- grouped_matmul ----------------------------------------------------------------------------
 // y_g = x_g w_g^T for every group g of rows, in one kernel call. The kernel gets contiguous x, w
 // and offsets; attrs.flag = false multiplies by w_g^T (w is (G, M, K)), true by w_g itself

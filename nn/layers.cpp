@@ -30,17 +30,9 @@ Tensor Linear::forward(const Tensor& x) const {
     if (x.dim() == 0 || x.size(-1) != in_features)
         throw std::invalid_argument("Linear: expected input (..., " + std::to_string(in_features) + "), got " +
                                     shape_str(x.shape()));
-    // weight.t() is a free view: (in, out) with swapped strides; the GEMM reads it transposed.
-    Tensor y;
-    if (x.dim() <= 2) {
-        y = matmul(x, weight.t());
-    } else {
-        // (..., in) -> (N, in) @ (in, out) -> (..., out): one 2-D GEMM instead of a batched one.
-        Shape out_shape = x.shape();
-        out_shape.back() = out_features;
-        y = matmul(x.reshape({-1, in_features}), weight.t()).reshape(out_shape);
-    }
-    return bias.defined() ? y + bias : y;
+    // One op: the GEMM reads weight (out, in) transposed through its strides and adds the bias
+    // in its epilogue (engine/ops_matmul.cpp, linear); (..., in) is flattened to (N, in) for free.
+    return mg::linear(x, weight, bias);
 }
 
 // ---- Embedding ------------------------------------------------------------------------------------

@@ -37,9 +37,12 @@ ExpertLayer::ExpertLayer(const ExpertConfig& config, Generator& gen) : config_(c
 Tensor ExpertLayer::forward(const Tensor& x) {
     check_tokens(x, config_.d_in, config_.dtype, "ExpertLayer");
     Tensor h = x;
+    // linear() fuses the bias and a ReLU into the GEMM: one pass over each (N, out_i) activation.
     for (size_t i = 0; i < weights.size(); ++i) {
-        h = matmul(h, weights[i].t()) + biases[i];  // (N, out_i)
-        if (i + 1 < weights.size()) h = config_.act == ExpertActivation::ReLU ? relu(h) : gelu(h);
+        const bool hidden = i + 1 < weights.size();
+        const bool relu = hidden && config_.act == ExpertActivation::ReLU;
+        h = linear(h, weights[i], biases[i], relu);  // (N, out_i)
+        if (hidden && !relu) h = gelu(h);
     }
     return h;
 }

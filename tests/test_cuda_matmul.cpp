@@ -384,6 +384,21 @@ TEST_SUITE("cuda") {
         }
     }
 
+    TEST_CASE("cuda linear: GEMM + bias + ReLU, forward and gradients, with and without bias") {
+        for (bool relu : {false, true}) {
+            check_cuda_parity(std::string("linear with bias") + (relu ? " + relu" : ""),
+                              [relu](const std::vector<Tensor>& in) {
+                                  return std::vector<Tensor>{linear(in[0], in[1], in[2], relu)};
+                              },
+                              {randn_input({70, 33}, 40), randn_input({129, 33}, 41), randn_input({129}, 42)}, kFloat32);
+            check_cuda_parity(std::string("linear, 3-d x, no bias") + (relu ? " + relu" : ""),
+                              [relu](const std::vector<Tensor>& in) {
+                                  return std::vector<Tensor>{linear(in[0], in[1], Tensor(), relu)};
+                              },
+                              {randn_input({2, 9, 16}, 43), randn_input({5, 16}, 44)}, kFloat32);
+        }
+    }
+
     TEST_CASE("cuda matmul: batched and broadcast batch dimensions") {
         auto mm = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{matmul(in[0], in[1])}; };
         check_cuda_parity("batched (3,33,17)@(3,17,9)", mm, {randn_input({3, 33, 17}, 1), randn_input({3, 17, 9}, 2)},

@@ -36,7 +36,12 @@ using GemmFn = void (*)(int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t
 
 template <typename T>
 GemmFn<T> fast_gemm() {
-    if constexpr (std::is_same_v<T, float>) return mg::cpu::sgemm;
+    // sgemm's last parameter, the epilogue, has a default: wrap it to fit the common signature.
+    if constexpr (std::is_same_v<T, float>)
+        return [](int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a, int64_t cs_a,
+                  const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c, int64_t cs_c) {
+            mg::cpu::sgemm(M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c);
+        };
     else return mg::cpu::dgemm;
 }
 template <typename T>
@@ -286,6 +291,53 @@ TEST_CASE("sgemm batched on offsets and inside omp parallel") { check_batched_an
 TEST_CASE("sgemm with zero strides (broadcast views)") { check_zero_strides<float>(); }
 TEST_CASE("sgemm is deterministic") { check_deterministic<float>(); }
 TEST_CASE("sgemm skinny products (N <= 8) match the reference, on any thread count") { check_skinny<float>(); }
+
+// The fused epilogue (bias per column, then ReLU) gives bitwise what the plain product followed by
+// the two separate passes gives, on every path: skinny (N <= 8), small unpacked A, packed, K cut
+// into several blocks (the epilogue must see only finished sums), threaded, strided C, beta != 0,
+// and K == 0 (the epilogue still applies).
+TEST_CASE("sgemm epilogue: bias and ReLU fused equal the separate passes, bitwise, on every path") {
+    uint32_t seed = 900;
+    struct Shape3 {
+        int64_t M, N, K;
+    };
+    for (Shape3 sh : {Shape3{13, 5, 21}, Shape3{97, 8, 512}, Shape3{7, 33, 9}, Shape3{50, 70, 40},
+                      Shape3{130, 150, 600}, Shape3{300, 260, 300}, Shape3{20, 17, 0}})
+        for (bool strided_c : {false, true})
+            for (double beta : {0.0, 0.5})
+                for (bool relu : {false, true})
+                    for (bool with_bias : {false, true}) {
+                        const int64_t M = sh.M, N = sh.N, K = sh.K;
+                        CAPTURE(M);
+                        CAPTURE(N);
+                        CAPTURE(K);
+                        CAPTURE(strided_c);
+                        CAPTURE(beta);
+                        std::vector<float> A(std::max<int64_t>(1, M * K)), B(std::max<int64_t>(1, N * K)), bias(N);
+                        fill(A, seed++);
+                        fill(B, seed++);
+                        fill(bias, seed++);
+                        const int64_t rs_c = strided_c ? 2 * N + 1 : N, cs_c = strided_c ? 2 : 1;
+                        std::vector<float> C0(M * rs_c + 1);
+                        fill(C0, seed++);
+                        std::vector<float> fused = C0, separate = C0;
+                        // B stored as (N, K), read transposed: the Linear layer's W^T.
+                        mg::cpu::Epilogue ep;
+                        ep.bias = with_bias ? bias.data() : nullptr;
+                        ep.relu = relu;
+                        mg::cpu::sgemm(M, N, K, 1.0f, A.data(), K, 1, B.data(), 1, K, (float)beta, fused.data(), rs_c,
+                                       cs_c, ep);
+                        mg::cpu::sgemm(M, N, K, 1.0f, A.data(), K, 1, B.data(), 1, K, (float)beta, separate.data(),
+                                       rs_c, cs_c);
+                        for (int64_t i = 0; i < M; ++i)
+                            for (int64_t j = 0; j < N; ++j) {
+                                float& v = separate[i * rs_c + j * cs_c];
+                                if (with_bias) v += bias[j];
+                                if (relu) v = v > 0 ? v : 0.0f;
+                            }
+                        CHECK(std::memcmp(fused.data(), separate.data(), fused.size() * sizeof(float)) == 0);
+                    }
+}
 
 TEST_CASE("dgemm matches dgemm_reference on odd sizes, transposes and strided C") {
     check_odd_sizes<double>();

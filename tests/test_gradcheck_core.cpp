@@ -165,6 +165,17 @@ GRADCHECK(matmul, "2-d, batched, broadcast batch, vectors, transposed views") {
                     {rand_input({4, 3}, 11), rand_input({5, 4}, 12)});
 }
 
+GRADCHECK(linear, "with and without bias, with ReLU, 3-d input, a transposed (strided) x") {
+    auto lin = [](bool bias, bool relu) {
+        return [bias, relu](const Inputs& in) { return linear(in[0], in[1], bias ? in[2] : Tensor(), relu); };
+    };
+    CHECK_GRADIENTS(lin(true, false), {rand_input({5, 4}, 1), rand_input({3, 4}, 2), rand_input({3}, 3)});
+    CHECK_GRADIENTS(lin(false, false), {rand_input({5, 4}, 4), rand_input({3, 4}, 5), rand_input({3}, 6)});
+    CHECK_GRADIENTS(lin(true, true), {rand_input({2, 6, 4}, 7), rand_input({5, 4}, 8), rand_input({5}, 9)});
+    CHECK_GRADIENTS([](const Inputs& in) { return linear(in[0].t(), in[1], in[2], true); },
+                    {rand_input({4, 7}, 10), rand_input({3, 4}, 11), rand_input({3}, 12)});
+}
+
 GRADCHECK(grouped_matmul, "groups of 3, 0, 1 and 4 rows (an empty group included), and a transposed x") {
     Tensor offsets = Tensor::from_vector(std::vector<int64_t>{0, 3, 3, 4, 8}, {5});
     CHECK_GRADIENTS([offsets](const Inputs& in) { return grouped_matmul(in[0], in[1], offsets); },

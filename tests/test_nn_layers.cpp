@@ -91,6 +91,35 @@ TEST_CASE("Linear: forward is x W^T + b, for 1-d, 2-d and 3-d inputs") {
     CHECK_THROWS_WITH_AS(fc(randn({4, 5}, gen)), doctest::Contains("Linear"), std::invalid_argument);
 }
 
+TEST_CASE("linear op: the fused GEMM + bias + ReLU equals matmul, add and relu, bitwise, and names bad shapes") {
+    Generator gen(5);
+    for (bool relu : {false, true})
+        for (bool with_bias : {false, true}) {
+            CAPTURE(relu);
+            CAPTURE(with_bias);
+            // Large enough for the threaded, packed GEMM path (and K cut into two blocks), and small.
+            for (Shape xs : {Shape{300, 520}, Shape{2, 7, 5}}) {
+                const int64_t in = xs.back(), out = 37;
+                Tensor x = randn(xs, gen), w = randn({out, in}, gen), b = randn({out}, gen);
+                Tensor fused = linear(x, w, with_bias ? b : Tensor(), relu);
+                Tensor plain = matmul(x, w.t());
+                if (with_bias) plain = plain + b;
+                if (relu) plain = mg::relu(plain);
+                REQUIRE(fused.shape() == plain.shape());
+                CHECK(fused.to_vector<float>() == plain.to_vector<float>());
+            }
+        }
+    // A transposed (strided) x reads in place and gives the same values.
+    Tensor xt = randn({6, 9}, gen), w = randn({4, 6}, gen);
+    CHECK(linear(xt.t(), w).to_vector<float>() == matmul(xt.t().contiguous(), w.t()).to_vector<float>());
+    CHECK_THROWS_WITH_AS(linear(randn({3, 5}, gen), randn({4, 6}, gen)), doctest::Contains("linear: expected x"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(linear(randn({3, 6}, gen), randn({4, 6}, gen), randn({5}, gen)),
+                         doctest::Contains("linear: bias must be (4)"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(linear(randn({3, 6}, gen, DType::Float64), randn({4, 6}, gen)), doctest::Contains("linear"),
+                         std::invalid_argument);
+}
+
 TEST_CASE("Linear: gradients by finite differences") {
     Generator gen(3);
     Linear fc(4, 3, gen, {.dtype = DType::Float64});

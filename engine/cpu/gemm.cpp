@@ -55,6 +55,8 @@ struct Vec {
     static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V relu(V a) { return _mm512_max_ps(a, zero()); }  // NaN -> 0, as x > 0 ? x : 0
     // out[i] = the sum of the lanes of the i-th vector (halves added, then the AVX2 tree below).
     static void hsum4(V a, V b, V c, V d, float* out) {
         auto half = [](V v) {
@@ -78,6 +80,8 @@ struct Vec {
     static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V relu(V a) { return _mm256_max_ps(a, zero()); }  // NaN -> 0, as x > 0 ? x : 0
     // out[i] = the sum of the 8 lanes of the i-th vector, four at once: two rounds of pairwise
     // horizontal adds leave (a, b, c, d) partial sums in each 128-bit half; adding the halves
     // finishes them. 5 instructions for 4 sums, always in the same order.
@@ -105,6 +109,14 @@ struct Vec {
     }
     static V mul(V a, V b) {
         for (int l = 0; l < 4; ++l) a.x[l] *= b.x[l];
+        return a;
+    }
+    static V add(V a, V b) {
+        for (int l = 0; l < 4; ++l) a.x[l] += b.x[l];
+        return a;
+    }
+    static V relu(V a) {
+        for (int l = 0; l < 4; ++l) a.x[l] = a.x[l] > 0 ? a.x[l] : 0.0f;
         return a;
     }
     static void hsum4(V a, V b, V c, V d, float* out) {
@@ -203,7 +215,7 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
                                                         int64_t a_cs, const float* b, int64_t b_rs,
                                                         float alpha, float beta, float* c,
                                                         int64_t rs_c, int64_t cs_c, int64_t mr,
-                                                        int64_t nr) {
+                                                        int64_t nr, const float* bias, bool relu) {
     using V = Vec::V;
     V acc[MR][2];
 #pragma GCC unroll 16
@@ -230,9 +242,12 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
         b += b_rs;
     }
 
+    // The epilogue (gemm.h): bias points at this tile's first column, and is null, as relu is
+    // false, except in the last K block.
     const V alpha_v = Vec::set1(alpha);
     if (mr == MR && nr == NR && cs_c == 1) {  // whole tile, rows contiguous: vector stores
         const V beta_v = Vec::set1(beta);
+        const V bias0 = bias ? Vec::load(bias) : Vec::zero(), bias1 = bias ? Vec::load(bias + Vec::W) : Vec::zero();
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
             float* ci = c + i * rs_c;
@@ -241,6 +256,14 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
             if (beta != 0.0f) {  // beta == 0: C is write-only, never read (it may hold NaN)
                 r0 = Vec::fmadd(beta_v, Vec::load(ci), r0);
                 r1 = Vec::fmadd(beta_v, Vec::load(ci + Vec::W), r1);
+            }
+            if (bias) {
+                r0 = Vec::add(r0, bias0);
+                r1 = Vec::add(r1, bias1);
+            }
+            if (relu) {
+                r0 = Vec::relu(r0);
+                r1 = Vec::relu(r1);
             }
             Vec::store(ci, r0);
             Vec::store(ci + Vec::W, r1);
@@ -254,20 +277,24 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
         for (int64_t i = 0; i < mr; ++i)
             for (int64_t j = 0; j < nr; ++j) {
                 float& cij = c[i * rs_c + j * cs_c];
-                cij = beta != 0.0f ? std::fma(beta, cij, tile[i * NR + j]) : tile[i * NR + j];
+                float v = beta != 0.0f ? std::fma(beta, cij, tile[i * NR + j]) : tile[i * NR + j];
+                if (bias) v += bias[j];
+                if (relu) v = v > 0 ? v : 0.0f;
+                cij = v;
             }
     }
 }
 
 // One packed A block (mc x kc) times the packed B panel (kc x nc) into C(mc x nc).
 void macro_kernel_packed(int64_t mc, int64_t nc, int64_t kc, float alpha, const float* a_pack,
-                         const float* b_pack, float beta, float* C, int64_t rs_c, int64_t cs_c) {
+                         const float* b_pack, float beta, float* C, int64_t rs_c, int64_t cs_c, const float* bias,
+                         bool relu) {
     for (int64_t jr = 0; jr < nc; jr += NR) {
         const int64_t nr = std::min<int64_t>(NR, nc - jr);
         for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t mr = std::min<int64_t>(MR, mc - ir);
             micro_kernel(kc, a_pack + ir * kc, 1, MR, b_pack + jr * kc, NR, alpha, beta,
-                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, mr, nr);
+                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, mr, nr, bias ? bias + jr : nullptr, relu);
         }
     }
 }
@@ -276,28 +303,33 @@ void macro_kernel_packed(int64_t mc, int64_t nc, int64_t kc, float alpha, const 
 // straight from A; the last, partial tile is packed first (the kernel reads MR rows).
 void macro_kernel_unpacked_a(int64_t mc, int64_t nc, int64_t kc, float alpha, const float* A,
                              int64_t rs_a, int64_t cs_a, const float* b_pack, float beta, float* C,
-                             int64_t rs_c, int64_t cs_c) {
+                             int64_t rs_c, int64_t cs_c, const float* bias, bool relu) {
     alignas(64) float a_edge[MR * KC];  // kc <= KC
     const int64_t m_full = mc / MR * MR;
     if (m_full < mc) pack_a(mc - m_full, kc, A + m_full * rs_a, rs_a, cs_a, a_edge);
     for (int64_t jr = 0; jr < nc; jr += NR) {
         const int64_t nr = std::min<int64_t>(NR, nc - jr);
+        const float* bias_jr = bias ? bias + jr : nullptr;
         for (int64_t ir = 0; ir < m_full; ir += MR)
             micro_kernel(kc, A + ir * rs_a, rs_a, cs_a, b_pack + jr * kc, NR, alpha, beta,
-                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, MR, nr);
+                         C + ir * rs_c + jr * cs_c, rs_c, cs_c, MR, nr, bias_jr, relu);
         if (m_full < mc)
             micro_kernel(kc, a_edge, 1, MR, b_pack + jr * kc, NR, alpha, beta,
-                         C + m_full * rs_c + jr * cs_c, rs_c, cs_c, mc - m_full, nr);
+                         C + m_full * rs_c + jr * cs_c, rs_c, cs_c, mc - m_full, nr, bias_jr, relu);
     }
 }
 
-// C = beta * C (K == 0 or alpha == 0: the product term vanishes).
+// C = beta * C (K == 0 or alpha == 0: the product term vanishes), then the epilogue if any.
 template <typename T>
-void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c, const Epilogue& ep = {}) {
     for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) {
             T& cij = C[i * rs_c + j * cs_c];
             cij = beta == T(0) ? T(0) : beta * cij;
+            if constexpr (std::is_same_v<T, float>) {
+                if (ep.bias) cij += ep.bias[j];
+                if (ep.relu) cij = cij > 0 ? cij : 0.0f;
+            }
         }
 }
 
@@ -305,7 +337,7 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t rs_c, int64_t cs_c) {
 // One thread's share: the serial blocked algorithm on C (M x N), with this thread's own buffers.
 void sgemm_serial(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
                   int64_t cs_a, const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C,
-                  int64_t rs_c, int64_t cs_c, int64_t kc_max, bool pack_a_blocks) {
+                  int64_t rs_c, int64_t cs_c, int64_t kc_max, bool pack_a_blocks, const Epilogue& ep) {
     const int64_t nc_max = std::min<int64_t>(NC, round_up(N, NR));
     float* b_pack = t_b_buffer.get(kc_max * nc_max);
     float* a_pack = pack_a_blocks ? t_a_buffer.get(MC * kc_max) : nullptr;
@@ -315,6 +347,10 @@ void sgemm_serial(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
             const int64_t kc = std::min<int64_t>(kc_max, K - pc);
             // Only the first K block applies the caller's beta; later ones accumulate onto it.
             const float beta_block = pc == 0 ? beta : 1.0f;
+            // Only the last one applies the epilogue, to the finished sums.
+            const bool last = pc + kc >= K;
+            const float* bias = last && ep.bias ? ep.bias + jc : nullptr;
+            const bool relu = last && ep.relu;
             const float* B_block = B + pc * rs_b + jc * cs_b;
             for (int64_t panel = 0; panel < ceil_div(nc, NR); ++panel)
                 pack_b_panel(panel, kc, nc, B_block, rs_b, cs_b, b_pack);
@@ -325,10 +361,10 @@ void sgemm_serial(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
                 if (pack_a_blocks) {
                     pack_a(mc, kc, A_block, rs_a, cs_a, a_pack);
                     macro_kernel_packed(mc, nc, kc, alpha, a_pack, b_pack, beta_block, C_block,
-                                        rs_c, cs_c);
+                                        rs_c, cs_c, bias, relu);
                 } else {
                     macro_kernel_unpacked_a(mc, nc, kc, alpha, A_block, rs_a, cs_a, b_pack,
-                                            beta_block, C_block, rs_c, cs_c);
+                                            beta_block, C_block, rs_c, cs_c, bias, relu);
                 }
             }
         }
@@ -398,7 +434,7 @@ template <int kCols>
 // repeat the last one (computed, not stored).
 template <int kCols>
 void skinny_rows(int64_t i0, int64_t i1, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
-                 const float* Bt, float beta, float* C, int64_t rs_c, int64_t cs_c) {
+                 const float* Bt, float beta, float* C, int64_t rs_c, int64_t cs_c, const Epilogue& ep) {
     const int64_t k_vec = K / Vec::W * Vec::W;
     const float* b[kCols];
     for (int64_t c = 0; c < kCols; ++c) b[c] = Bt + std::min<int64_t>(c, N - 1) * K;
@@ -410,13 +446,17 @@ void skinny_rows(int64_t i0, int64_t i1, int64_t N, int64_t K, float alpha, cons
             float dot = dots[c];
             for (int64_t k = k_vec; k < K; ++k) dot += a[k] * b[c][k];  // the K % W tail
             float& out = C[i * rs_c + c * cs_c];
-            out = beta == 0.0f ? alpha * dot : alpha * dot + beta * out;
+            float v = beta == 0.0f ? alpha * dot : alpha * dot + beta * out;
+            if (ep.bias) v += ep.bias[c];
+            if (ep.relu) v = v > 0 ? v : 0.0f;
+            out = v;
         }
     }
 }
 
 void sgemm_skinny(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a, const float* B,
-                  int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c, int64_t cs_c, int threads) {
+                  int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c, int64_t cs_c, int threads,
+                  const Epilogue& ep) {
     std::vector<float> Bt(N * K);  // Bt[j*K + k] = B[k, j]
     for (int64_t j = 0; j < N; ++j)
         for (int64_t k = 0; k < K; ++k) Bt[j * K + k] = B[k * rs_b + j * cs_b];
@@ -425,8 +465,8 @@ void sgemm_skinny(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
         const int64_t i0 = M * t / n, i1 = M * (t + 1) / n;
-        if (i1 > i0 && N <= 4) skinny_rows<4>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
-        else if (i1 > i0) skinny_rows<8>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c);
+        if (i1 > i0 && N <= 4) skinny_rows<4>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c, ep);
+        else if (i1 > i0) skinny_rows<8>(i0, i1, N, K, alpha, A, rs_a, Bt.data(), beta, C, rs_c, cs_c, ep);
     }
 }
 
@@ -437,9 +477,9 @@ const char* sgemm_kernel_name() { return kKernelName; }
 // ---------------------------------------------------------------------------------------------
 void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a, int64_t cs_a,
            const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C, int64_t rs_c,
-           int64_t cs_c) {
+           int64_t cs_c, const Epilogue& ep) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, rs_c, cs_c);
+    if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, rs_c, cs_c, ep);
 
     // K is cut into equal blocks (K = 300 gives 150 + 150, not 256 + 44). Every element of C
     // then sees the same operations in the same order however C is split among threads (the
@@ -450,11 +490,11 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t
     // thread only: nested teams would oversubscribe the cores.
     const int threads = (work < kThreadLimit || omp_in_parallel()) ? 1 : omp_get_max_threads();
     if (N <= kSkinnyN && cs_a == 1 && M >= 2 * MR)
-        return sgemm_skinny(M, N, K, alpha, A, rs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c, threads);
+        return sgemm_skinny(M, N, K, alpha, A, rs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c, threads, ep);
     const ThreadGrid grid = choose_grid(threads, M, N);
     if (grid.rows * grid.cols == 1)
         return sgemm_serial(M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C, rs_c, cs_c,
-                            kc_max, work >= kNoPackALimit);
+                            kc_max, work >= kNoPackALimit, ep);
 
 #pragma omp parallel num_threads(grid.rows * grid.cols)
     {
@@ -463,9 +503,11 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t
         const int64_t i1 = split_point(M, MR, grid.rows, t / grid.cols + 1);
         const int64_t j0 = split_point(N, NR, grid.cols, t % grid.cols);
         const int64_t j1 = split_point(N, NR, grid.cols, t % grid.cols + 1);
+        Epilogue ep_cols = ep;  // this thread's columns start at j0
+        if (ep.bias) ep_cols.bias = ep.bias + j0;
         if (i1 > i0 && j1 > j0)
             sgemm_serial(i1 - i0, j1 - j0, K, alpha, A + i0 * rs_a, rs_a, cs_a, B + j0 * cs_b, rs_b,
-                         cs_b, beta, C + i0 * rs_c + j0 * cs_c, rs_c, cs_c, kc_max, true);
+                         cs_b, beta, C + i0 * rs_c + j0 * cs_c, rs_c, cs_c, kc_max, true, ep_cols);
     }
 }
 

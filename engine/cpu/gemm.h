@@ -26,11 +26,20 @@
 
 namespace mg::cpu {
 
+// What happens to each element of C after the product, while its tile is still in registers
+// (a fused "epilogue"): C(i,j) += bias[j], then C(i,j) = max(C(i,j), 0) when relu. A Linear layer
+// `relu(x @ W^T + b)` then costs one pass over its output instead of three (the GEMM, the bias
+// add, the activation), with bitwise the same result: each step rounds as the separate op would.
+struct Epilogue {
+    const float* bias = nullptr;  // N values, one per column of C; nullptr: no bias
+    bool relu = false;
+};
+
 // Fast single precision GEMM (packed, SIMD micro-kernel, OpenMP).
 void sgemm(int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t rs_a, int64_t cs_a,
            const float* B, int64_t rs_b, int64_t cs_b,
-           float beta, float* C, int64_t rs_c, int64_t cs_c);
+           float beta, float* C, int64_t rs_c, int64_t cs_c, const Epilogue& epilogue = {});
 
 // The plain triple loop: slow, obviously right, the oracle for sgemm.
 void sgemm_reference(int64_t M, int64_t N, int64_t K, float alpha,

@@ -56,6 +56,39 @@ void matmul_kernel(const KernelArgs& args) {
     });
 }
 
+// ---- linear ------------------------------------------------------------------------------------
+// in: x (rows, in) and w (out, in), any strides; bias (out) contiguous or undefined.
+// out: y (rows, out) contiguous = x w^T + bias, then ReLU when attrs.flag. float32 fuses the bias
+// and ReLU into the GEMM's epilogue (gemm.h); float64 (gradient checks) adds them after dgemm.
+void linear_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &w = args.in[1], &bias = args.in[2], &y = args.out[0];
+    const int64_t rows = x.shape()[0], in = x.shape()[1], out = w.shape()[0];
+    const bool relu = args.attrs.flag;
+    dispatch_floating(x.dtype(), "linear", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
+        T* py = y.data_ptr<T>();
+        // B = w^T: B(k, j) = w[j, k].
+        if constexpr (std::is_same_v<T, float>) {
+            Epilogue ep;
+            ep.bias = pb;
+            ep.relu = relu;
+            sgemm(rows, out, in, 1.0f, x.data_ptr<float>(), x.strides()[0], x.strides()[1], w.data_ptr<float>(),
+                  w.strides()[1], w.strides()[0], 0.0f, py, out, 1, ep);
+        } else {
+            dgemm(rows, out, in, 1.0, x.data_ptr<T>(), x.strides()[0], x.strides()[1], w.data_ptr<T>(), w.strides()[1],
+                  w.strides()[0], 0.0, py, out, 1);
+            if (!pb && !relu) return;
+#pragma omp parallel for if (worth_parallel(rows * out))
+            for (int64_t i = 0; i < rows; ++i)
+                for (int64_t j = 0; j < out; ++j) {
+                    T v = py[i * out + j] + (pb ? pb[j] : T(0));
+                    py[i * out + j] = relu ? (v > 0 ? v : T(0)) : v;
+                }
+        }
+    });
+}
+
 // ---- grouped_matmul ------------------------------------------------------------------------------
 // Checks offsets (0 first, never decreasing, N last) and returns them as a vector.
 std::vector<int64_t> group_offsets(const Tensor& offsets, int64_t rows, const char* op) {
@@ -131,6 +164,7 @@ void grouped_matmul_weight_grad_kernel(const KernelArgs& args) {
 
 void register_matmul_kernels() {
     register_kernel(Device::CPU, OpId::matmul, matmul_kernel);
+    register_kernel(Device::CPU, OpId::linear, linear_kernel);
     register_kernel(Device::CPU, OpId::grouped_matmul, grouped_matmul_kernel);
     register_kernel(Device::CPU, OpId::grouped_matmul_weight_grad, grouped_matmul_weight_grad_kernel);
 }

@@ -50,8 +50,57 @@ void matmul_kernel(const KernelArgs& args) {
     });
 }
 
+// ---- linear: the GEMM, then bias and ReLU in one elementwise pass ------------------------------------
+// (The CPU fuses them into the GEMM's epilogue; here they are a second, memory-bound launch: fusing
+// them into engine/cuda/gemm.cu's kernels is a known next step.)
+template <typename T>
+__global__ void bias_relu_kernel(T* y, const T* bias, int64_t rows, int64_t cols, bool relu) {
+    MG_GRID_STRIDE_LOOP(i, rows * cols) {
+        T v = y[i];
+        if (bias) v += bias[i % cols];
+        if (relu) v = v > T(0) ? v : T(0);
+        y[i] = v;
+    }
+}
+
+// in: x (rows, in) and w (out, in), any strides; bias (out) contiguous or undefined; attrs.flag = relu.
+// out: y (rows, out) contiguous.
+void linear_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &w = args.in[1], &bias = args.in[2], &y = args.out[0];
+    const int64_t rows = x.shape()[0], in = x.shape()[1], out = w.shape()[0];
+    if (y.numel() == 0) return;
+    const bool relu = args.attrs.flag;
+    dispatch_floating(x.dtype(), "linear", [&](auto tag) {
+        using T = decltype(tag);
+        GemmArgs<T> g;
+        g.M = rows;
+        g.N = out;
+        g.K = in;
+        g.alpha = 1;
+        g.A = x.data_ptr<T>();
+        g.rs_a = x.strides()[0];
+        g.cs_a = x.strides()[1];
+        g.B = w.data_ptr<T>();  // B = w^T: B(k, j) = w[j, k]
+        g.rs_b = w.strides()[1];
+        g.cs_b = w.strides()[0];
+        g.beta = 0;
+        g.C = y.data_ptr<T>();
+        g.rs_c = out;
+        g.cs_c = 1;
+        if constexpr (std::is_same_v<T, float>) sgemm_batched(g);
+        else dgemm_batched(g);
+        if (!bias.defined() && !relu) return;
+        bias_relu_kernel<T><<<grid_for(rows * out), kThreads>>>(
+            y.data_ptr<T>(), bias.defined() ? bias.data_ptr<T>() : nullptr, rows, out, relu);
+        check_launch("linear");
+    });
+}
+
 }  // namespace
 
-void register_matmul_kernels() { register_kernel(Device::CUDA, OpId::matmul, matmul_kernel); }
+void register_matmul_kernels() {
+    register_kernel(Device::CUDA, OpId::matmul, matmul_kernel);
+    register_kernel(Device::CUDA, OpId::linear, linear_kernel);
+}
 
 }  // namespace mg::cuda
