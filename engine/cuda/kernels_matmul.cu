@@ -17,6 +17,29 @@
 namespace mg::cuda {
 namespace {
 
+// C = A @ B with any strides (C written, never read: beta = 0), one product or a batch.
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* B, int64_t rs_b,
+          int64_t cs_b, T* C, int64_t rs_c, int64_t cs_c, const GemmBatch& batch = single_product()) {
+    GemmArgs<T> g;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.A = A;
+    g.rs_a = rs_a;
+    g.cs_a = cs_a;
+    g.B = B;
+    g.rs_b = rs_b;
+    g.cs_b = cs_b;
+    g.beta = 0;  // the ops allocate C uninitialised
+    g.C = C;
+    g.rs_c = rs_c;
+    g.cs_c = cs_c;
+    g.batch = batch;
+    if constexpr (std::is_same_v<T, float>) sgemm_batched(g);
+    else dgemm_batched(g);
+}
+
 void matmul_kernel(const KernelArgs& args) {
     const Tensor &a = args.in[0], &b = args.in[1], &c = args.out[0];
     const int64_t nd = c.dim(), n = c.shape()[nd - 2], m = c.shape()[nd - 1], k = a.shape()[nd - 1];
@@ -29,24 +52,8 @@ void matmul_kernel(const KernelArgs& args) {
     const GemmBatch products = make_indexer<3>(batch, {&a_batch_strides, &b_batch_strides, &c_batch_strides});
     dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
         using T = decltype(tag);
-        GemmArgs<T> g;
-        g.M = n;
-        g.N = m;
-        g.K = k;
-        g.alpha = 1;
-        g.A = a.data_ptr<T>();
-        g.rs_a = a.strides()[nd - 2];
-        g.cs_a = a.strides()[nd - 1];
-        g.B = b.data_ptr<T>();
-        g.rs_b = b.strides()[nd - 2];
-        g.cs_b = b.strides()[nd - 1];
-        g.beta = 0;  // C is write-only: the op allocated it uninitialised
-        g.C = c.data_ptr<T>();
-        g.rs_c = c.strides()[nd - 2];
-        g.cs_c = c.strides()[nd - 1];
-        g.batch = products;
-        if constexpr (std::is_same_v<T, float>) sgemm_batched(g);
-        else dgemm_batched(g);
+        gemm<T>(n, m, k, a.data_ptr<T>(), a.strides()[nd - 2], a.strides()[nd - 1], b.data_ptr<T>(), b.strides()[nd - 2],
+                b.strides()[nd - 1], c.data_ptr<T>(), c.strides()[nd - 2], c.strides()[nd - 1], products);
     });
 }
 
@@ -72,23 +79,9 @@ void linear_kernel(const KernelArgs& args) {
     const bool relu = args.attrs.flag;
     dispatch_floating(x.dtype(), "linear", [&](auto tag) {
         using T = decltype(tag);
-        GemmArgs<T> g;
-        g.M = rows;
-        g.N = out;
-        g.K = in;
-        g.alpha = 1;
-        g.A = x.data_ptr<T>();
-        g.rs_a = x.strides()[0];
-        g.cs_a = x.strides()[1];
-        g.B = w.data_ptr<T>();  // B = w^T: B(k, j) = w[j, k]
-        g.rs_b = w.strides()[1];
-        g.cs_b = w.strides()[0];
-        g.beta = 0;
-        g.C = y.data_ptr<T>();
-        g.rs_c = out;
-        g.cs_c = 1;
-        if constexpr (std::is_same_v<T, float>) sgemm_batched(g);
-        else dgemm_batched(g);
+        // B = w^T: B(k, j) = w[j, k].
+        gemm<T>(rows, out, in, x.data_ptr<T>(), x.strides()[0], x.strides()[1], w.data_ptr<T>(), w.strides()[1],
+                w.strides()[0], y.data_ptr<T>(), out, 1);
         if (!bias.defined() && !relu) return;
         bias_relu_kernel<T><<<grid_for(rows * out), kThreads>>>(
             y.data_ptr<T>(), bias.defined() ? bias.data_ptr<T>() : nullptr, rows, out, relu);
