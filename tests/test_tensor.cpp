@@ -1,5 +1,7 @@
 // Tensors without autograd: creation, host access, dtype conversion, printing, and the stride
 // arithmetic of views (docs/engine/tensor.md walks through the same examples).
+#include <omp.h>
+
 #include <cstring>
 #include <sstream>
 
@@ -257,6 +259,46 @@ TEST_CASE("tensor contiguous() copies only when needed") {
     CHECK(k.storage() != a.storage());
     k.fill_(1);
     CHECK(a.at({0, 0}) == 0);
+}
+
+TEST_CASE("tensor strided loops: big permuted copies and broadcasts, on 1 and 2 threads, equal index arithmetic") {
+    // The elementwise loops (engine/cpu/loops.h) decode the first row of each thread's range and
+    // then step an odometer through the outer dimensions; threads start mid-way through rows and
+    // dimensions. A (5, 7, 3, 11, 40) tensor permuted like the attention block's qkv, copied, and
+    // a broadcast add, checked element by element against strides computed by hand.
+    const Shape shape{5, 7, 3, 11, 40};
+    Tensor x = Tensor::arange(0, (double)numel_of(shape), 1, DType::Float32).reshape(shape);
+    Tensor p = x.permute({2, 0, 3, 1, 4});  // (3, 5, 11, 7, 40)
+    const int threads = omp_get_max_threads();
+    for (int t : {1, threads}) {
+        omp_set_num_threads(t);
+        CAPTURE(t);
+        const std::vector<float> got = p.contiguous().to_vector<float>();
+        size_t at = 0;
+        bool all = true;
+        for (int64_t c = 0; c < 3; ++c)
+            for (int64_t b = 0; b < 5; ++b)
+                for (int64_t h = 0; h < 11; ++h)
+                    for (int64_t s = 0; s < 7; ++s)
+                        for (int64_t d = 0; d < 40; ++d)
+                            all = all && got[at++] == (float)((((b * 7 + s) * 3 + c) * 11 + h) * 40 + d);
+        CHECK(all);
+        // (3, 5, 11, 7, 40) + a (5, 1, 1, 40) broadcast: every element gets b * 1000 + d.
+        Tensor bias = Tensor::zeros({5, 1, 1, 40});
+        for (int64_t b = 0; b < 5; ++b)
+            for (int64_t d = 0; d < 40; ++d) bias.slice(0, b, b + 1).slice(3, d, d + 1).fill_((double)(b * 1000 + d));
+        const std::vector<float> sum = (p + bias).to_vector<float>();
+        at = 0;
+        all = true;
+        for (int64_t c = 0; c < 3; ++c)
+            for (int64_t b = 0; b < 5; ++b)
+                for (int64_t h = 0; h < 11; ++h)
+                    for (int64_t s = 0; s < 7; ++s)
+                        for (int64_t d = 0; d < 40; ++d)
+                            all = all && sum[at++] == (float)((((b * 7 + s) * 3 + c) * 11 + h) * 40 + d) + (float)(b * 1000 + d);
+        CHECK(all);
+    }
+    omp_set_num_threads(threads);
 }
 
 TEST_CASE("tensor reshape: free for contiguous data, a copy otherwise") {
