@@ -252,6 +252,22 @@ TEST_CASE("layer_norm_backward: dw and db worked out by hand on two rows") {
     check_values(grad.bias, {4, 6});
 }
 
+TEST_CASE("layer_norm_backward: each row of dx sums to 0, and is orthogonal to xhat when eps = 0") {
+    // y does not change when a constant is added to a row (nor, with eps = 0, when the row is
+    // scaled), so dx has no component along (1, ..., 1) nor along xhat (docs/nn/transformer.md).
+    Generator gen(77);
+    Tensor x = randn({9, 37}, gen, DType::Float64) * 3.0 + 2.0;
+    Tensor mu = mean(x, -1, true);
+    Tensor rstd = 1.0 / sqrt(mean((x - mu) * (x - mu), -1, true));  // eps = 0
+    Tensor w = randn({37}, gen, DType::Float64), g = randn({9, 37}, gen, DType::Float64);
+    LayerNormGrads grad = layer_norm_backward(x, w, mu, rstd, g);
+    Tensor xhat = (x - mu) * rstd;
+    for (double v : sum(grad.x, -1).to_vector<double>()) CHECK(std::abs(v) < 1e-12);
+    for (double v : sum(grad.x * xhat, -1).to_vector<double>()) CHECK(std::abs(v) < 1e-12);
+    // ... while the gradient itself is not small.
+    CHECK(max(abs(grad.x)).item() > 0.1);
+}
+
 TEST_CASE("layer_norm's backward uses the fused op: the gradients of x, weight and bias match the reference") {
     for (DType dtype : {DType::Float32, DType::Float64})
         for (int variant = 0; variant < 4; ++variant) {
