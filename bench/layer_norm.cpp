@@ -3,7 +3,7 @@
 // previous way against the current one, on 1 and 2 threads:
 //   forward   previous: the kernel's earlier loop, copied below: per row two running double
 //                       sums (mean, squared deviations), each a chain of dependent additions
-//             current:  layer_norm's kernel (engine/cpu/kernels_nn.cpp): the same sums in eight
+//             current:  layer_norm's kernel (engine/cpu/kernels_nn.cpp): the same sums in sixteen
 //                       double lanes, which the compiler turns into AVX instructions
 //   backward  previous: layer_norm_backward_reference, the formula in engine ops (~12 passes)
 //             current:  layer_norm_backward, one fused kernel (one pass per row, dw and db summed
@@ -27,7 +27,7 @@
 using namespace mg;
 
 namespace {
-// The layer_norm kernel's loop before the eight lanes (float32 in, sums in one running double each).
+// The layer_norm kernel's loop before the sixteen lanes (float32 in, sums in one running double each).
 void previous_layer_norm_forward(const float* px, const float* pw, const float* pb, float* py, float* pmean,
                                  float* prstd, int64_t rows, int64_t D, double eps) {
 #pragma omp parallel for schedule(static)

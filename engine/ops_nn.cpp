@@ -135,7 +135,8 @@ namespace {
 void check_layer_norm_backward_args(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
                                     const Tensor& grad_out, const char* op) {
     require_floating(x, op);
-    if (x.dim() == 0) throw std::invalid_argument(std::string(op) + ": x must have at least one dimension, got a 0-d tensor");
+    if (x.dim() == 0)
+        throw std::invalid_argument(std::string(op) + ": x must have at least one dimension, got a 0-d tensor");
     const int64_t D = x.shape().back();
     const int64_t rows = D == 0 ? 0 : x.numel() / D;
     auto shapes = [&] {
