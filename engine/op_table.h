@@ -67,6 +67,7 @@ namespace mg {
     OP(log_softmax, Kernel, true)                                              \
     OP(cross_entropy, Kernel, true)                                            \
     OP(layer_norm, Kernel, true)                                               \
+    OP(layer_norm_backward, Kernel, false)                                     \
     OP(embedding, Composite, true)                                             \
     OP(dropout, Composite, true)                                               \
     /* indexing, sorting, sampling (engine/ops_index.cpp) */                   \

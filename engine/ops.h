@@ -104,6 +104,21 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 // Normalises over the last dimension; weight and bias (size D) may be undefined tensors.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// The backward of layer_norm as one op (no gradient of its own): given the forward's input
+// x (..., D), its weight (D) (undefined: ones), the per-row mean and rstd it computed (one value
+// per row, e.g. (..., 1)) and grad_out = dL/dy (x's shape), the gradients of x, weight and bias
+// (dx like x, dw and db (D); dw and db are always computed). One pass over each row
+// (engine/cpu/kernels_nn.cpp); dw and db are summed over rows in a fixed order, so the bits do not
+// depend on the thread count.
+struct LayerNormGrads {
+    Tensor x, weight, bias;
+};
+LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                                   const Tensor& grad_out);
+// The same gradients written with engine ops (about twelve passes over memory): the plain
+// reference layer_norm_backward is tested and benchmarked against.
+LayerNormGrads layer_norm_backward_reference(const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                             const Tensor& rstd, const Tensor& grad_out);
 // weight (V, D), indices (...) int -> (..., D)
 Tensor embedding(const Tensor& weight, const Tensor& indices);
 // Zeroes each element with probability p and scales the rest by 1/(1-p); identity when

@@ -1,13 +1,16 @@
 // ops_nn.cpp: the neural-network ops (softmax, log_softmax, cross_entropy, layer_norm,
 // embedding, dropout), each forward beside its backward. The forward loops are kernels
-// (engine/cpu/kernels_nn.cpp); the backward passes are written in engine ops, so they run on
-// every device. With y the output and g = dL/dy:
+// (engine/cpu/kernels_nn.cpp); the backward passes of softmax, log_softmax and cross_entropy are
+// written in engine ops, so they run on every device. With y the output and g = dL/dy:
 //   softmax:       dx = y * (g - sum(g * y, dim))
 //   log_softmax:   dx = g - exp(y) * sum(g, dim)
 //   cross_entropy: dlogits = (softmax(logits) - one_hot(target)) * g / n_valid   (0 on ignored rows)
 //   layer_norm:    xhat = (x - mean) * rstd,  dxhat = g * w
 //                  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (over the last dim)
 //                  dw = sum over rows of g * xhat,  db = sum over rows of g
+//                  (derivation: docs/nn/transformer.md). Written in engine ops that is about twelve
+//                  passes over memory (layer_norm_backward_reference); the layer_norm_backward
+//                  kernel does it in one pass per row, and layer_norm's backward calls it.
 //   embedding and dropout are composites: their gradients flow through index_select / where.
 #include <cmath>
 
@@ -116,16 +119,72 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     if (any_requires_grad({x, weight, bias}))
         record(y, OpId::layer_norm, {x, weight, bias},
                [sx = Saved(x), sw = Saved(weight), sm = Saved(mean_t), sr = Saved(rstd_t),
-                has_bias = bias.defined(), D](const Tensor& g) {
-                   Tensor xv = sx.get("layer_norm"), rstd = sr.get("layer_norm");
-                   Tensor xhat = (xv - sm.get("layer_norm")) * rstd;
-                   Tensor dxhat = sw.defined() ? g * sw.get("layer_norm") : g;
-                   Tensor dx = rstd * (dxhat - mean(dxhat, -1, true) - xhat * mean(dxhat * xhat, -1, true));
-                   Tensor dw = sw.defined() ? reduce_to_shape(g * xhat, {D}) : Tensor();
-                   Tensor db = has_bias ? reduce_to_shape(g, {D}) : Tensor();
-                   return grads({dx, dw, db});
+                has_bias = bias.defined()](const Tensor& g) {
+                   Tensor saved_w = sw.defined() ? sw.get("layer_norm") : Tensor();
+                   LayerNormGrads grad = layer_norm_backward(sx.get("layer_norm"), saved_w, sm.get("layer_norm"),
+                                                             sr.get("layer_norm"), g);
+                   // The kernel always sums dw and db; a layer without weight or bias gets none.
+                   return grads({grad.x, saved_w.defined() ? grad.weight : Tensor(),
+                                 has_bias ? grad.bias : Tensor()});
                });
     return y;
+}
+
+namespace {
+// x (..., D) float, weight (D) or undefined, mean and rstd one value per row, grad_out like x.
+void check_layer_norm_backward_args(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                                    const Tensor& grad_out, const char* op) {
+    require_floating(x, op);
+    if (x.dim() == 0)
+        throw std::invalid_argument(std::string(op) + ": x must have at least one dimension, got a 0-d tensor");
+    const int64_t D = x.shape().back();
+    const int64_t rows = D == 0 ? 0 : x.numel() / D;
+    auto shapes = [&] {
+        return "x " + shape_str(x.shape()) + ", weight " + (weight.defined() ? shape_str(weight.shape()) : "(none)") +
+               ", mean " + shape_str(mean.shape()) + ", rstd " + shape_str(rstd.shape()) + ", grad_out " +
+               shape_str(grad_out.shape());
+    };
+    if (grad_out.shape() != x.shape() || (weight.defined() && weight.shape() != Shape{D}) ||
+        (D > 0 && (mean.numel() != rows || rstd.numel() != rows)))
+        throw std::invalid_argument(std::string(op) + ": expected x (..., D), weight (D), mean and rstd with one value "
+                                    "per row of x, and grad_out like x; got " + shapes());
+    for (const Tensor* t : {&weight, &mean, &rstd, &grad_out})
+        if (t->defined()) require_same_dtype(x, *t, op);
+}
+}  // namespace
+
+LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                                   const Tensor& grad_out) {
+    check_layer_norm_backward_args(x, weight, mean, rstd, grad_out, "layer_norm_backward");
+    const int64_t D = x.shape().back();
+    Tensor w = weight.defined() ? weight.detach().contiguous() : Tensor::ones({D}, x.dtype(), x.device());
+    LayerNormGrads grad;
+    grad.x = make_tensor(x.shape(), x.dtype(), x.device());
+    grad.weight = make_tensor({D}, x.dtype(), x.device());
+    grad.bias = make_tensor({D}, x.dtype(), x.device());
+    // Every input dense: the kernel walks rows of D values. mean and rstd are already contiguous
+    // when they come from the forward, and so is x unless it was a strided view.
+    run_kernel(OpId::layer_norm_backward,
+               {x.detach().contiguous(), w, mean.detach().contiguous(), rstd.detach().contiguous(),
+                grad_out.detach().contiguous()},
+               {grad.x, grad.weight, grad.bias});
+    return grad;
+}
+
+// The formula of the header, op by op. Every line is a full pass over (rows, D) values.
+LayerNormGrads layer_norm_backward_reference(const Tensor& x, const Tensor& weight, const Tensor& mean_in,
+                                             const Tensor& rstd_in, const Tensor& g) {
+    check_layer_norm_backward_args(x, weight, mean_in, rstd_in, g, "layer_norm_backward_reference");
+    const int64_t D = x.shape().back();
+    Shape stat_shape = keepdim_shape(x.shape(), x.dim() - 1);  // (..., 1): broadcasts over each row
+    Tensor mu = mean_in.reshape(stat_shape), rstd = rstd_in.reshape(stat_shape);
+    Tensor xhat = (x - mu) * rstd;
+    Tensor dxhat = weight.defined() ? g * weight : g;
+    LayerNormGrads grad;
+    grad.x = rstd * (dxhat - mean(dxhat, -1, true) - xhat * mean(dxhat * xhat, -1, true));
+    grad.weight = reduce_to_shape(g * xhat, {D});
+    grad.bias = reduce_to_shape(g, {D});
+    return grad;
 }
 
 // ---- embedding (composite) ---------------------------------------------------------------------

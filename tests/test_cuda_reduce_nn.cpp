@@ -368,8 +368,8 @@ TEST_SUITE("cuda") {
                 const int64_t D = shape.back();
                 Tensor x = randn_input(shape, 900 + k, dtype);
                 Tensor w = randn_input({D}, 950 + k, dtype), b = randn_input({D}, 980 + k, dtype);
-                // The backward is a chain of float32 ops (mean over D, products with rstd) on each
-                // device: rtol 1e-4 and atol 1e-5 for float32.
+                // The gradients come from layer_norm_backward on each device (sums in double), from
+                // mean and rstd rounded to float32 by each device's forward: rtol 1e-4 and atol 1e-5.
                 ParityTolerance tol = dtype == DType::Float32 ? ParityTolerance{1e-4, 1e-5} : tolerance(dtype, D);
                 check_cuda_parity(
                     "layer_norm " + shape_str(shape) + " " + dtype_name(dtype),
@@ -378,6 +378,44 @@ TEST_SUITE("cuda") {
                                                    layer_norm(in[0], Tensor(), Tensor(), 1e-3)};
                     },
                     {x, w, b}, tol);
+            }
+    }
+
+    TEST_CASE("cuda layer_norm_backward: dx, dw and db against the CPU kernel, odd sizes, no rows; deterministic") {
+        // D <= 1024: a warp per row for dx; 2000: a block per row. 130 and 300 rows: dw and db add
+        // 3 and 5 blocks of 64 rows' partial sums; (0, 5): no rows, dw = db = 0 (a memset).
+        const std::vector<Shape> shapes = {{1, 1}, {1, 3}, {7, 33}, {130, 257}, {5, 1000}, {3, 2000}, {300, 8},
+                                           {2, 3, 5}, {0, 5}};
+        for (DType dtype : {DType::Float32, DType::Float64})
+            for (size_t k = 0; k < shapes.size(); ++k) {
+                const Shape& shape = shapes[k];
+                const int64_t D = shape.back();
+                Generator gen(1200 + k);
+                Tensor x = randn(shape, gen, DType::Float64) * 2.0 + 0.5;
+                Tensor mu = mean(x, -1, true);
+                Tensor rstd = 1.0 / sqrt(mean((x - mu) * (x - mu), -1, true) + 1e-5);
+                Tensor w = randn({D}, gen, DType::Float64), g = randn(shape, gen, DType::Float64);
+                std::vector<Tensor> in;
+                for (const Tensor& t : {x, w, mu, rstd, g}) in.push_back(t.to(dtype));
+                // Both devices sum in double; only the order of additions (and the GPU's fused
+                // multiply-adds) differ before the final rounding.
+                ParityTolerance tol = dtype == DType::Float32 ? ParityTolerance{1e-5, 1e-5} : tolerance(dtype, D);
+                check_cuda_parity(
+                    "layer_norm_backward " + shape_str(shape) + " " + dtype_name(dtype),
+                    [](const std::vector<Tensor>& t) {
+                        LayerNormGrads with_w = layer_norm_backward(t[0], t[1], t[2], t[3], t[4]);
+                        LayerNormGrads no_w = layer_norm_backward(t[0], Tensor(), t[2], t[3], t[4]);
+                        return std::vector<Tensor>{with_w.x, with_w.weight, with_w.bias, no_w.x};
+                    },
+                    in, tol);
+                // Run twice on the GPU: the same bits (no atomics in dw and db).
+                std::vector<Tensor> gpu;
+                for (const Tensor& t : in) gpu.push_back(t.to(Device::CUDA));
+                LayerNormGrads first = layer_norm_backward(gpu[0], gpu[1], gpu[2], gpu[3], gpu[4]);
+                LayerNormGrads second = layer_norm_backward(gpu[0], gpu[1], gpu[2], gpu[3], gpu[4]);
+                CHECK(same_bits(first.x, second.x));
+                CHECK(same_bits(first.weight, second.weight));
+                CHECK(same_bits(first.bias, second.bias));
             }
     }
 

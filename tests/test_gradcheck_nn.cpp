@@ -52,6 +52,14 @@ GRADCHECK(layer_norm, "2-d and 3-d, with and without weight and bias") {
     // A transposed view as input.
     CHECK_GRADIENTS([](const Inputs& in) { return layer_norm(in[0].t(), in[1], in[2]); },
                     {rand_input({4, 3}, 71), rand_input({4}, 72), rand_input({4}, 73)});
+    // Through the fused backward kernel: D = 1 (dx = 0), odd D, and more rows than one of its
+    // blocks of 64 (dw and db add several blocks' partial sums).
+    CHECK_GRADIENTS([](const Inputs& in) { return layer_norm(in[0], in[1], in[2]); },
+                    {rand_input({3, 1}, 74), rand_input({1}, 75), rand_input({1}, 76)});
+    CHECK_GRADIENTS([](const Inputs& in) { return layer_norm(in[0], in[1], in[2]); },
+                    {rand_input({1, 7}, 77), rand_input({7}, 78), rand_input({7}, 79)});
+    CHECK_GRADIENTS([](const Inputs& in) { return layer_norm(in[0], in[1], in[2]); },
+                    {rand_input({70, 3}, 80), rand_input({3}, 81), rand_input({3}, 82)});
 }
 
 GRADCHECK(embedding, "repeated ids add up") {

@@ -165,6 +165,180 @@ TEST_CASE("layer_norm: errors name the op and the shapes") {
                          std::invalid_argument);
 }
 
+TEST_CASE("layer_norm float32: within rounding of the same computation in float64, even far from zero") {
+    // The float32 row sums use sixteen double lanes (engine/cpu/kernels_nn.cpp, row_sum). The inputs are
+    // the same float32 numbers in both runs, so y32 should be y64 rounded to float32: within half
+    // an ulp (relative 6e-8) plus the tiny effect of a different order of double additions. Rows
+    // with a large mean (1000, spread 1) and long ones (D = 4099) would show float32 accumulation
+    // at once: the mean of 4099 values near 1000 summed in float is off by about 1e-4.
+    Generator gen(12);
+    for (int64_t D : {int64_t(1), int64_t(3), int64_t(8), int64_t(257), int64_t(4099)}) {
+        CAPTURE(D);
+        Tensor x = (randn({9, D}, gen, DType::Float64) + 1000.0).to(DType::Float32);
+        Tensor w = randn({D}, gen), b = randn({D}, gen);
+        Tensor y32 = layer_norm(x, w, b);
+        Tensor y64 = layer_norm(x.to(DType::Float64), w.to(DType::Float64), b.to(DType::Float64));
+        CHECK(mg::test::closeness(y32.to(DType::Float64), y64, 1.2e-7, 1e-7) <= 1.0);
+    }
+}
+
+// ---- layer_norm_backward (the fused kernel) against the engine-op reference ----------------------
+namespace {
+struct LayerNormBackwardInputs {
+    Tensor x, w, mean, rstd, g;
+};
+// Random x, weight and upstream gradient, and each row's mean and rstd worked out in float64 with
+// engine ops (the backward only needs them to be consistent with x), all converted to dtype.
+LayerNormBackwardInputs layer_norm_backward_inputs(const Shape& shape, uint64_t seed, DType dtype) {
+    Generator gen(seed);
+    const int64_t D = shape.back();
+    Tensor x = randn(shape, gen, DType::Float64) * 2.0 + 0.5;
+    Tensor mu = mean(x, -1, true);
+    Tensor var = mean((x - mu) * (x - mu), -1, true);
+    Tensor rstd = 1.0 / sqrt(var + 1e-5);
+    Tensor w = randn({D}, gen, DType::Float64), g = randn(shape, gen, DType::Float64);
+    return {x.to(dtype), w.to(dtype), mu.to(dtype), rstd.to(dtype), g.to(dtype)};
+}
+}  // namespace
+
+TEST_CASE("layer_norm_backward equals the engine-op reference: float32 and float64, odd sizes, with and "
+          "without weight") {
+    // 1 row, D = 1 (dx is then 0: xhat is 0), odd D, more rows than one block of 64 (dw and db add
+    // several blocks' partial sums), a 3-d input.
+    const std::vector<Shape> shapes = {{1, 1}, {1, 3}, {1, 257}, {5, 1}, {7, 3}, {130, 257}, {2, 3, 5}, {200, 8}};
+    for (DType dtype : {DType::Float32, DType::Float64})
+        for (const Shape& shape : shapes)
+            for (bool with_weight : {true, false}) {
+                CAPTURE(std::string(dtype_name(dtype)));
+                CAPTURE(shape_str(shape));
+                CAPTURE(with_weight);
+                LayerNormBackwardInputs in = layer_norm_backward_inputs(shape, 300 + shape.back(), dtype);
+                Tensor w = with_weight ? in.w : Tensor();
+                LayerNormGrads fused = layer_norm_backward(in.x, w, in.mean, in.rstd, in.g);
+                LayerNormGrads ref = layer_norm_backward_reference(in.x, w, in.mean, in.rstd, in.g);
+                REQUIRE(fused.x.shape() == shape);
+                REQUIRE(fused.weight.shape() == Shape{shape.back()});
+                REQUIRE(fused.bias.shape() == Shape{shape.back()});
+                CHECK(fused.x.dtype() == dtype);
+                // float64: the same math in another order. float32: the reference rounds to float
+                // after every op (a chain of ~12), the kernel once at the end.
+                const double rtol = dtype == DType::Float64 ? 1e-12 : 1e-4;
+                const double atol = dtype == DType::Float64 ? 1e-12 : 1e-5;
+                CHECK(mg::test::closeness(fused.x, ref.x, rtol, atol) <= 1.0);
+                CHECK(mg::test::closeness(fused.weight, ref.weight, rtol, atol) <= 1.0);
+                CHECK(mg::test::closeness(fused.bias, ref.bias, rtol, atol) <= 1.0);
+                if (dtype == DType::Float32) {
+                    // ... and the float32 kernel is close to the float64 answer itself.
+                    LayerNormGrads exact = layer_norm_backward_reference(
+                        in.x.to(DType::Float64), with_weight ? in.w.to(DType::Float64) : Tensor(),
+                        in.mean.to(DType::Float64), in.rstd.to(DType::Float64), in.g.to(DType::Float64));
+                    CHECK(mg::test::closeness(fused.x.to(DType::Float64), exact.x, 1e-5, 1e-6) <= 1.0);
+                    CHECK(mg::test::closeness(fused.weight.to(DType::Float64), exact.weight, 1e-6, 1e-6) <= 1.0);
+                    CHECK(mg::test::closeness(fused.bias.to(DType::Float64), exact.bias, 1e-6, 1e-6) <= 1.0);
+                }
+            }
+}
+
+TEST_CASE("layer_norm_backward: dw and db worked out by hand on two rows") {
+    // x rows [1, 3] and [2, 2], mean [2, 2] and rstd [1, 1] given directly: xhat = [-1, 1] and [0, 0].
+    // g = [[1, 2], [3, 4]], w = [2, 1]: dw = sum g * xhat = [-1, 2], db = [4, 6].
+    // Row 0: dxhat = [2, 2], a = 2, b = mean([2 * -1, 2 * 1]) = 0 -> dx = [0, 0].
+    // Row 1: dxhat = [6, 4], a = 5, b = 0 (xhat = 0) -> dx = [1, -1].
+    Tensor x = f64({1, 3, 2, 2}, {2, 2}), w = f64({2, 1}, {2}), mu = f64({2, 2}, {2, 1}), rstd = f64({1, 1}, {2, 1});
+    Tensor g = f64({1, 2, 3, 4}, {2, 2});
+    LayerNormGrads grad = layer_norm_backward(x, w, mu, rstd, g);
+    check_values(grad.x, {0, 0, 1, -1});
+    check_values(grad.weight, {-1, 2});
+    check_values(grad.bias, {4, 6});
+}
+
+TEST_CASE("layer_norm_backward: each row of dx sums to 0, and is orthogonal to xhat when eps = 0") {
+    // y does not change when a constant is added to a row (nor, with eps = 0, when the row is
+    // scaled), so dx has no component along (1, ..., 1) nor along xhat (docs/nn/transformer.md).
+    Generator gen(77);
+    Tensor x = randn({9, 37}, gen, DType::Float64) * 3.0 + 2.0;
+    Tensor mu = mean(x, -1, true);
+    Tensor rstd = 1.0 / sqrt(mean((x - mu) * (x - mu), -1, true));  // eps = 0
+    Tensor w = randn({37}, gen, DType::Float64), g = randn({9, 37}, gen, DType::Float64);
+    LayerNormGrads grad = layer_norm_backward(x, w, mu, rstd, g);
+    Tensor xhat = (x - mu) * rstd;
+    for (double v : sum(grad.x, -1).to_vector<double>()) CHECK(std::abs(v) < 1e-12);
+    for (double v : sum(grad.x * xhat, -1).to_vector<double>()) CHECK(std::abs(v) < 1e-12);
+    // ... while the gradient itself is not small.
+    CHECK(max(abs(grad.x)).item() > 0.1);
+}
+
+TEST_CASE("layer_norm's backward uses the fused op: the gradients of x, weight and bias match the reference") {
+    for (DType dtype : {DType::Float32, DType::Float64})
+        for (int variant = 0; variant < 4; ++variant) {
+            const bool with_weight = variant & 1, with_bias = variant & 2;
+            CAPTURE(std::string(dtype_name(dtype)));
+            CAPTURE(variant);
+            Generator gen(500 + variant);
+            Tensor x = randn({70, 33}, gen, dtype), g = randn({70, 33}, gen, dtype);
+            Tensor w = with_weight ? randn({33}, gen, dtype) : Tensor();
+            Tensor b = with_bias ? randn({33}, gen, dtype) : Tensor();
+            for (Tensor* t : {&x, &w, &b})
+                if (t->defined()) t->set_requires_grad(true);
+            layer_norm(x, w, b).backward(g);
+            // The reference, from the same mean and rstd (float64 engine ops on x).
+            Tensor x64 = x.detach().to(DType::Float64);
+            Tensor mu = mean(x64, -1, true);
+            Tensor rstd = 1.0 / sqrt(mean((x64 - mu) * (x64 - mu), -1, true) + 1e-5);
+            Tensor w64 = with_weight ? w.detach().to(DType::Float64) : Tensor();
+            LayerNormGrads ref = layer_norm_backward_reference(x64, w64, mu, rstd, g.to(DType::Float64));
+            const double tol = dtype == DType::Float64 ? 1e-12 : 1e-5;
+            CHECK(mg::test::closeness(x.grad().to(DType::Float64), ref.x, tol, tol) <= 1.0);
+            if (with_weight) CHECK(mg::test::closeness(w.grad().to(DType::Float64), ref.weight, tol, tol) <= 1.0);
+            if (with_bias) CHECK(mg::test::closeness(b.grad().to(DType::Float64), ref.bias, tol, tol) <= 1.0);
+        }
+}
+
+TEST_CASE("layer_norm forward and backward are bitwise equal on 1 and 2 threads") {
+    // 1000 rows: above the kernels' parallel threshold, and 16 row blocks of dw / db partial sums.
+    // float64 too: there a different order of the double additions would show in the last bits
+    // (in float32 the final rounding would usually hide it).
+    for (DType dtype : {DType::Float32, DType::Float64}) {
+        CAPTURE(std::string(dtype_name(dtype)));
+        Generator gen(31);
+        Tensor x = randn({1000, 257}, gen, dtype), w = randn({257}, gen, dtype), b = randn({257}, gen, dtype);
+        Tensor g = randn({1000, 257}, gen, dtype);
+        auto run = [&] {
+            Tensor xr = x.detach(), wr = w.detach(), br = b.detach();
+            for (Tensor* t : {&xr, &wr, &br}) t->set_requires_grad(true);
+            Tensor y = layer_norm(xr, wr, br);
+            y.backward(g);
+            return std::vector<std::vector<double>>{y.to_vector<double>(), xr.grad().to_vector<double>(),
+                                                    wr.grad().to_vector<double>(), br.grad().to_vector<double>()};
+        };
+        const int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        auto one = run();
+        omp_set_num_threads(2);
+        auto two = run();
+        omp_set_num_threads(threads);
+        for (size_t i = 0; i < one.size(); ++i) {
+            CAPTURE(i);
+            CHECK(one[i] == two[i]);
+        }
+    }
+}
+
+TEST_CASE("layer_norm_backward: errors name the op and the shapes") {
+    Tensor x = f64({1, 2, 3, 4, 5, 6}, {2, 3}), g = f64({1, 1, 1, 1, 1, 1}, {2, 3});
+    Tensor mu = f64({2, 5}, {2, 1}), rstd = f64({1, 1}, {2, 1});
+    CHECK_THROWS_WITH_AS(layer_norm_backward(x, f64({1, 1}, {2}), mu, rstd, g),
+                         doctest::Contains("layer_norm_backward: expected x (..., D)"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm_backward(x, Tensor(), f64({1, 2, 3}, {3}), rstd, g),
+                         doctest::Contains("mean [3]"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm_backward(x, Tensor(), mu, rstd, f64({1, 2}, {2})),
+                         doctest::Contains("grad_out [2]"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm_backward(x, Tensor(), mu, rstd.to(DType::Float32), g),
+                         doctest::Contains("layer_norm_backward"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(layer_norm_backward_reference(x, Tensor(), mu, f64({1}, {1}), g),
+                         doctest::Contains("layer_norm_backward_reference"), std::invalid_argument);
+}
+
 // ---- embedding ---------------------------------------------------------------------------------
 TEST_CASE("embedding looks up rows, keeping the indices' shape") {
     Tensor table = f64({0, 1, 10, 11, 20, 21}, {3, 2});  // 3 tokens, D = 2
@@ -228,7 +402,7 @@ TEST_CASE("dropout: the same generator state replays the same mask") {
 // types, and relu's and gelu's gradients (GRADCHECK in test_gradcheck_core.cpp) run through them.
 TEST_CASE("relu_backward and gelu_backward equal their composite formulas") {
     for (DType dtype : {DType::Float32, DType::Float64}) {
-        CAPTURE(dtype_name(dtype));
+        CAPTURE(std::string(dtype_name(dtype)));
         Generator gen(11);
         Tensor x = randn({37, 19}, gen, dtype) * 3.0, g = randn({37, 19}, gen, dtype);
         Tensor relu_ref = where(gt(relu(x), Tensor::zeros({1}, dtype)), g, Tensor::zeros(g.shape(), dtype));

@@ -1,6 +1,7 @@
-// cuda/kernels_nn.cu: softmax, log_softmax, cross_entropy and layer_norm on the GPU. The CPU
-// reference is engine/cpu/kernels_nn.cpp; the ops (engine/ops_nn.cpp) make the inputs contiguous,
-// allocate the outputs and write the backward passes in engine ops, so only the forwards live here.
+// cuda/kernels_nn.cu: softmax, log_softmax, cross_entropy and layer_norm on the GPU, and
+// layer_norm's fused backward. The CPU reference is engine/cpu/kernels_nn.cpp; the ops
+// (engine/ops_nn.cpp) make the inputs contiguous, allocate the outputs and write the other backward
+// passes in engine ops, so apart from layer_norm_backward only the forwards live here.
 //
 // All four are row-wise: each row (a softmax line, a sample's logits, a layer_norm vector) needs
 // one or two reductions over itself (its max, its sum of exponentials, its mean and variance) and
@@ -231,6 +232,116 @@ void layer_norm_kernel(const KernelArgs& args) {
     });
 }
 
+// ---- layer_norm_backward --------------------------------------------------------------------------
+// in:  x (rows, D), weight (D) (ones when the layer has none), mean (rows), rstd (rows), g (rows, D),
+//      all contiguous
+// out: dx (rows, D), dw (D), db (D)
+// The CPU kernel (engine/cpu/kernels_nn.cpp) is the reference. With xhat = (x - mean) * rstd and
+// dxhat = g * w, per row: dx = rstd * (dxhat - a - xhat * b), a = mean of dxhat, b = mean of
+// dxhat * xhat; over all rows: dw = sum g * xhat, db = sum g.
+//
+// dx is row-wise like the forward: a warp or a block per row, two all-reduces (a, b), then the
+// elementwise pass. dw and db are sums down the columns, over every row: a float atomicAdd per row
+// into dw would add in arrival order (different bits each run), so instead, as on the CPU, the rows
+// are cut into blocks of kLnRowsPerBlock and
+//   1. layer_norm_param_partials: thread (column d, row block k) sums its block's rows in order
+//      into partial[k] (double). The threads of a warp hold neighbouring columns, so each row is
+//      read coalesced.
+//   2. layer_norm_param_sum: thread d adds partial[0..blocks) of its column in block order.
+// Both orders are fixed, so the result is the same bits every run.
+constexpr int64_t kLnRowsPerBlock = 64;  // the CPU kernel's kRowsPerBlock
+
+template <typename G, typename T>
+__global__ void layer_norm_backward_rows(const T* x, const T* weight, const T* mean_in, const T* rstd_in, const T* g,
+                                         T* dx, int64_t rows, int64_t D) {
+    for (int64_t r = G::first_row(); r < rows; r += G::row_step()) {
+        const T* xr = x + r * D;
+        const T* gr = g + r * D;
+        T* dxr = dx + r * D;
+        const double mean = (double)mean_in[r], rstd = (double)rstd_in[r];
+        double sum_dxhat = 0, sum_dxhat_xhat = 0;
+        for (int64_t d = G::rank(); d < D; d += G::size()) {
+            const double dxhat = (double)gr[d] * (double)weight[d];
+            sum_dxhat += dxhat;
+            sum_dxhat_xhat += dxhat * (((double)xr[d] - mean) * rstd);
+        }
+        const double a = G::allreduce(sum_dxhat, AddOp{}) / (double)D;
+        const double b = G::allreduce(sum_dxhat_xhat, AddOp{}) / (double)D;
+        for (int64_t d = G::rank(); d < D; d += G::size()) {
+            const double xhat = ((double)xr[d] - mean) * rstd;
+            dxr[d] = (T)(rstd * ((double)gr[d] * (double)weight[d] - a - xhat * b));
+        }
+    }
+}
+
+// grid (column tiles, row blocks); partial holds 2 * blocks rows of D doubles: block k's sum of
+// g * xhat at row 2k, of g at row 2k + 1.
+template <typename T>
+__global__ void layer_norm_param_partials(const T* x, const T* mean_in, const T* rstd_in, const T* g,
+                                          double* partial, int64_t rows, int64_t D, int64_t blocks) {
+    const int64_t d = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (int64_t k = blockIdx.y; k < blocks; k += gridDim.y) {
+        const int64_t end = (k + 1) * kLnRowsPerBlock < rows ? (k + 1) * kLnRowsPerBlock : rows;
+        double sum_w = 0, sum_b = 0;
+        for (int64_t r = k * kLnRowsPerBlock; r < end; ++r) {
+            const double gd = (double)g[r * D + d];
+            sum_w += gd * (((double)x[r * D + d] - (double)mean_in[r]) * (double)rstd_in[r]);
+            sum_b += gd;
+        }
+        partial[(2 * k) * D + d] = sum_w;
+        partial[(2 * k + 1) * D + d] = sum_b;
+    }
+}
+
+template <typename T>
+__global__ void layer_norm_param_sum(const double* partial, T* dw, T* db, int64_t D, int64_t blocks) {
+    MG_GRID_STRIDE_LOOP(d, D) {
+        double sum_w = 0, sum_b = 0;
+        for (int64_t k = 0; k < blocks; ++k) {
+            sum_w += partial[(2 * k) * D + d];
+            sum_b += partial[(2 * k + 1) * D + d];
+        }
+        dw[d] = (T)sum_w;
+        db[d] = (T)sum_b;
+    }
+}
+
+void layer_norm_backward_kernel(const KernelArgs& args) {
+    const Tensor &x = args.in[0], &weight = args.in[1], &mean_in = args.in[2], &rstd_in = args.in[3],
+                 &g = args.in[4];
+    const Tensor &dx = args.out[0], &dw = args.out[1], &db = args.out[2];
+    const int64_t D = x.shape().back();
+    if (D == 0) return;
+    const int64_t rows = x.numel() / D;
+    dispatch_floating(x.dtype(), "layer_norm_backward", [&](auto tag) {
+        using T = decltype(tag);
+        if (rows == 0) {  // no rows: dw = db = 0
+            check(cudaMemsetAsync(dw.data_ptr<T>(), 0, D * sizeof(T), 0), "cudaMemsetAsync", "layer_norm_backward");
+            check(cudaMemsetAsync(db.data_ptr<T>(), 0, D * sizeof(T), 0), "cudaMemsetAsync", "layer_norm_backward");
+            return;
+        }
+        const auto launch_rows = [&](auto kernel, unsigned grid) {
+            kernel<<<grid, kRowThreads>>>(x.data_ptr<T>(), weight.data_ptr<T>(), mean_in.data_ptr<T>(),
+                                          rstd_in.data_ptr<T>(), g.data_ptr<T>(), dx.data_ptr<T>(), rows, D);
+        };
+        if (D <= kWarpRowMax) launch_rows(layer_norm_backward_rows<WarpPerRow, T>, WarpPerRow::grid(rows));
+        else launch_rows(layer_norm_backward_rows<BlockPerRow, T>, BlockPerRow::grid(rows));
+        check_launch("layer_norm_backward");
+
+        const int64_t blocks = (rows + kLnRowsPerBlock - 1) / kLnRowsPerBlock;
+        Tensor partial = Tensor::empty({2 * blocks * D}, DType::Float64, Device::CUDA);  // scratch
+        const dim3 grid((unsigned)((D + kThreads - 1) / kThreads), (unsigned)std::min<int64_t>(blocks, 65535));
+        layer_norm_param_partials<T><<<grid, kThreads>>>(x.data_ptr<T>(), mean_in.data_ptr<T>(),
+                                                         rstd_in.data_ptr<T>(), g.data_ptr<T>(),
+                                                         partial.data_ptr<double>(), rows, D, blocks);
+        check_launch("layer_norm_backward");
+        layer_norm_param_sum<T><<<grid_for(D), kThreads>>>(partial.data_ptr<double>(), dw.data_ptr<T>(),
+                                                           db.data_ptr<T>(), D, blocks);
+        check_launch("layer_norm_backward");
+    });
+}
+
 }  // namespace
 
 void register_nn_kernels() {
@@ -238,6 +349,7 @@ void register_nn_kernels() {
     register_kernel(Device::CUDA, OpId::log_softmax, softmax_kernel);
     register_kernel(Device::CUDA, OpId::cross_entropy, cross_entropy_kernel);
     register_kernel(Device::CUDA, OpId::layer_norm, layer_norm_kernel);
+    register_kernel(Device::CUDA, OpId::layer_norm_backward, layer_norm_backward_kernel);
 }
 
 }  // namespace mg::cuda
