@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <vector>
 
@@ -33,6 +34,13 @@ using AttentionFn = Tensor (*)(const Tensor&, const Tensor&, const Tensor&, bool
 
 double seconds_now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+// CPU seconds of this process, all threads: unlike the wall clock, it does not count the time
+// other programs on a shared machine hold our cores.
+double cpu_seconds_now() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 struct Measurement {
@@ -83,7 +91,7 @@ double median_of(std::vector<double> times) {
 }
 
 // The language model's attention: the forward kernel and the backward kernel, each timed alone
-// (median milliseconds of `runs` calls after one warm-up call).
+// (median milliseconds of `runs` calls after one warm-up call; wall clock and CPU time).
 void measure_lm_shape(int runs) {
     const int64_t B = 16, T = 128, H = 8, Dh = 32;
     Generator gen(11);
@@ -97,24 +105,26 @@ void measure_lm_shape(int runs) {
     Tensor future = gt(Tensor::arange(0, (double)T).unsqueeze(0), Tensor::arange(0, (double)T).unsqueeze(1));
     Tensor lse = logsumexp(masked_fill(scores, future, -INFINITY), -1);
     Tensor out = attention(q, k, v, true, scale);
-    std::vector<double> forward, backward;
+    std::vector<double> forward, backward, forward_cpu, backward_cpu;
     attention(q, k, v, true, scale);  // warm-up
     attention_backward(q, k, v, out, lse, grad_out, true, scale);
     for (int i = 0; i < runs; ++i) {
-        double t0 = seconds_now();
+        double t0 = seconds_now(), c0 = cpu_seconds_now();
         attention(q, k, v, true, scale);
         forward.push_back(1e3 * (seconds_now() - t0));
-        t0 = seconds_now();
+        forward_cpu.push_back(1e3 * (cpu_seconds_now() - c0));
+        t0 = seconds_now(), c0 = cpu_seconds_now();
         attention_backward(q, k, v, out, lse, grad_out, true, scale);
         backward.push_back(1e3 * (seconds_now() - t0));
+        backward_cpu.push_back(1e3 * (cpu_seconds_now() - c0));
     }
     std::printf("LM shape: B=%lld H=%lld T=%lld Dh=%lld causal float32, q/k/v strides (%lld, %lld, %lld, %lld), "
                 "%d threads, median of %d\n",
                 (long long)B, (long long)H, (long long)T, (long long)Dh, (long long)q.strides()[0],
                 (long long)q.strides()[1], (long long)q.strides()[2], (long long)q.strides()[3],
                 omp_get_max_threads(), runs);
-    std::printf("  attention forward  %8.2f ms\n  attention backward %8.2f ms\n", median_of(forward),
-                median_of(backward));
+    std::printf("  attention forward  %8.2f ms wall %8.2f ms CPU\n", median_of(forward), median_of(forward_cpu));
+    std::printf("  attention backward %8.2f ms wall %8.2f ms CPU\n", median_of(backward), median_of(backward_cpu));
 }
 }  // namespace
 
