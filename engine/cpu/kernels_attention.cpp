@@ -273,7 +273,6 @@ template <typename T> void attention_backward(const KernelArgs& args) {
         std::vector<T> v_block(tile * Dh), v_block_t(Dh * tile);  // values j
         std::vector<T> q_block(tile * Dh), dout_block(tile * Dh);  // queries i
         std::vector<T> P(tile * tile), dS(tile * tile);          // (tile, tile)
-        std::vector<T> dk_block(tile * Dh), dv_block(tile * Dh);   // sums over i
         std::vector<T> D(n.Tq);  // D_i = sum_d dout_id out_id, for every query row of this (b, h)
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < heads; ++bh) {
@@ -294,8 +293,11 @@ template <typename T> void attention_backward(const KernelArgs& args) {
                 transpose_block(k_block.data(), cols, Dh, k_block_t.data(), tile);
                 load_rows(v, b, h, j0, cols, Dh, v_block.data());
                 transpose_block(v_block.data(), cols, Dh, v_block_t.data(), tile);
-                std::fill(dk_block.begin(), dk_block.end(), T(0));
-                std::fill(dv_block.begin(), dv_block.end(), T(0));
+                // dk_j and dv_j (cols x Dh) are contiguous rows of the outputs: sum into them directly.
+                T* dk_j = dk + (bh * n.Tk + j0) * Dh;
+                T* dv_j = dv + (bh * n.Tk + j0) * Dh;
+                std::fill(dk_j, dk_j + cols * Dh, T(0));
+                std::fill(dv_j, dv_j + cols * Dh, T(0));
                 // Causal: query blocks before this key block see none of its keys.
                 for (int64_t i0 = causal ? j0 : 0; i0 < n.Tq; i0 += tile) {
                     const int64_t rows = std::min(tile, n.Tq - i0);
@@ -335,14 +337,12 @@ template <typename T> void attention_backward(const KernelArgs& args) {
                         const int64_t width = diagonal ? std::min(kStrip, cols - c0) : cols;
                         const int64_t first = diagonal ? c0 : 0;  // on the diagonal, rows before c0 see none
                         tile_product<T>(width, Dh, rows - first, T(1), P.data() + first * tile + c0, 1, tile,
-                                        dout_block.data() + first * Dh, Dh, true, dv_block.data() + c0 * Dh, Dh);
+                                        dout_block.data() + first * Dh, Dh, true, dv_j + c0 * Dh, Dh);
                         tile_product<T>(width, Dh, rows - first, scale, dS.data() + first * tile + c0, 1, tile,
-                                        q_block.data() + first * Dh, Dh, true, dk_block.data() + c0 * Dh, Dh);
+                                        q_block.data() + first * Dh, Dh, true, dk_j + c0 * Dh, Dh);
                         if (!diagonal) break;
                     }
                 }
-                std::copy(dk_block.begin(), dk_block.begin() + cols * Dh, dk + (bh * n.Tk + j0) * Dh);
-                std::copy(dv_block.begin(), dv_block.begin() + cols * Dh, dv + (bh * n.Tk + j0) * Dh);
             }
         }
     }
