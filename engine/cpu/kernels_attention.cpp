@@ -3,13 +3,14 @@
 // math, step by step, is in docs/nn/attention.md. The plain reference these kernels are tested
 // against is attention_reference (matmul, masked_fill, softmax, matmul in engine ops).
 //
-// Both kernels cut the (Tq, Tk) score matrix of one (batch, head) into kTile x kTile tiles and
-// only ever hold one tile (plus a few (kTile, Dh) blocks of q, k, v) per thread:
+// Both kernels cut the (Tq, Tk) score matrix of one (batch, head) into tiles (64 x 64, or one tile
+// for T <= 128) and only ever hold one tile (plus a few (tile, Dh) blocks of q, k, v) per thread.
+// Causal diagonal tiles run in strips that skip the future keys (see kStrip below):
 //
-//   forward, one task per (b, h, block of kTile query rows):
+//   forward, one task per (b, h, block of `tile` query rows):
 //     m_i = -inf, l_i = 0, acc_i = 0                       (running max, sum and output)
 //     for each key block j (causal: only up to the diagonal):
-//       S = q_i k_j^T * scale, masked                      (kTile x kTile)
+//       S = q_i k_j^T * scale, masked                      (tile x tile)
 //       m_new = max(m_i, rowmax S);  P = exp(S - m_new)
 //       l_i = l_i * exp(m_i - m_new) + rowsum P;  acc_i = acc_i * exp(m_i - m_new) + P v_j
 //     out_i = acc_i / l_i,  lse_i = m_i + log l_i
