@@ -47,10 +47,10 @@ constexpr int64_t kTile = 64;
 constexpr int64_t kOneTileUpTo = 128;
 
 // Causal attention's diagonal tiles (query block == key block) are half in the future. They run in
-// strips of kStrip query rows, each strip only as wide as the keys its last row sees: 62.5% of
-// the tile's multiply-adds and exps instead of 100% (at T = 128 with 64-wide tiles, two of every
-// three tiles are diagonal). The backward's key-side products (dv, dk) run in strips of kStrip
-// key columns, each over the query rows that see them.
+// strips of kStrip query rows, each strip only as wide as the keys its last row sees: 62.5% of a
+// 64 x 64 tile's multiply-adds and exps, 56% of a 128 x 128 one, instead of 100%. The backward's
+// key-side products (dv, dk) run in strips of kStrip key columns, each over the query rows that
+// see them.
 constexpr int64_t kStrip = 16;
 
 // Tile products on the GEMM's micro-kernel (true) or on the plain loops below (false). Measured on
@@ -180,7 +180,7 @@ inline int64_t keys_seen(int64_t r, int64_t strip_cols, bool diagonal) { return 
 
 int64_t tile_size(const Dims& n) {
     const int64_t T = std::max(n.Tq, n.Tk);
-    return T <= kOneTileUpTo ? (T + kStrip - 1) / kStrip * kStrip : kTile;
+    return T <= kOneTileUpTo ? std::max<int64_t>(1, (T + kStrip - 1) / kStrip) * kStrip : kTile;
 }
 
 // ---- forward ----------------------------------------------------------------------------------------
@@ -197,13 +197,13 @@ template <typename T> void attention_forward(const KernelArgs& args) {
     const bool parallel = tasks > 1 && worth_parallel(n.B * n.H * n.Tq * n.Tk * Dh / 8);
 #pragma omp parallel if (parallel)
     {
-        std::vector<T> q_block(tile * Dh);     // (tile, Dh) queries of this task
-        std::vector<T> k_block(tile * Dh);     // (tile, Dh) keys
-        std::vector<T> k_block_t(Dh * tile);   // (Dh, tile) the same keys, transposed
-        std::vector<T> v_block(tile * Dh);     // (tile, Dh) values
-        std::vector<T> S(tile * tile);        // (tile, tile) scores, then probabilities
-        std::vector<T> acc(tile * Dh);         // (tile, Dh) unnormalised output
-        std::vector<double> m(tile), l(tile);  // running max and sum of each row
+        std::vector<T> q_block(tile * Dh);      // (tile, Dh) queries of this task
+        std::vector<T> k_block(tile * Dh);      // (tile, Dh) keys
+        std::vector<T> k_block_t(Dh * tile);    // (Dh, tile) the same keys, transposed
+        std::vector<T> v_block(tile * Dh);      // (tile, Dh) values
+        std::vector<T> S(tile * tile);          // (tile, tile) scores, then probabilities
+        std::vector<T> acc(tile * Dh);          // (tile, Dh) unnormalised output
+        std::vector<double> m(tile), l(tile);   // running max and sum of each row
         // Causal tasks differ in work (later query blocks see more keys): hand them out dynamically.
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < tasks; ++task) {
@@ -270,10 +270,10 @@ template <typename T> void attention_backward(const KernelArgs& args) {
     const bool parallel = heads > 1 && worth_parallel(heads * n.Tq * n.Tk * Dh / 8);
 #pragma omp parallel if (parallel)
     {
-        std::vector<T> k_block(tile * Dh), k_block_t(Dh * tile);  // keys j
-        std::vector<T> v_block(tile * Dh), v_block_t(Dh * tile);  // values j
+        std::vector<T> k_block(tile * Dh), k_block_t(Dh * tile);   // keys j
+        std::vector<T> v_block(tile * Dh), v_block_t(Dh * tile);   // values j
         std::vector<T> q_block(tile * Dh), dout_block(tile * Dh);  // queries i
-        std::vector<T> P(tile * tile), dS(tile * tile);          // (tile, tile)
+        std::vector<T> P(tile * tile), dS(tile * tile);            // (tile, tile)
         std::vector<T> D(n.Tq);  // D_i = sum_d dout_id out_id, for every query row of this (b, h)
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < heads; ++bh) {
