@@ -135,9 +135,13 @@ GRADCHECK(attention, "causal and not, T = 5..9, Dh = 3; more keys than queries; 
         }
     CHECK_GRADIENTS([](const Inputs& in) { return attention(in[0], in[1], in[2], false, 0.5); },
                     {rand_input({1, 2, 4, 3}, 501), rand_input({1, 2, 6, 3}, 502), rand_input({1, 2, 6, 3}, 503)});
-    // Past one 64-row tile, so the online rescaling and the tiled backward are checked too.
-    CHECK_GRADIENTS([](const Inputs& in) { return attention(in[0], in[1], in[2], true, 0.7); },
-                    {rand_input({1, 1, 70, 2}, 504), rand_input({1, 1, 70, 2}, 505), rand_input({1, 1, 70, 2}, 506)});
+    // One tile with its diagonal strips (T <= 128 is a single tile), then past it: several 64-row
+    // tiles, so the online rescaling and the tiled backward are checked too.
+    for (int64_t T : {70, 140}) {
+        CAPTURE(T);
+        CHECK_GRADIENTS([](const Inputs& in) { return attention(in[0], in[1], in[2], true, 0.7); },
+                        {rand_input({1, 1, T, 2}, 504), rand_input({1, 1, T, 2}, 505), rand_input({1, 1, T, 2}, 506)});
+    }
 }
 
 GRADCHECK(attention_reference, "causal and not, T = 5..9, Dh = 3") {

@@ -347,3 +347,36 @@ TEST_CASE("dgemm K == 0, alpha == 0, M or N == 0") { check_degenerate<double>();
 TEST_CASE("dgemm batched on offsets and inside omp parallel") { check_batched_and_nested<double>(); }
 TEST_CASE("dgemm with zero strides (broadcast views)") { check_zero_strides<double>(); }
 TEST_CASE("dgemm is deterministic") { check_deterministic<double>(); }
+
+// sgemm_small (the attention kernels' tile products): the micro-kernel on A and B in place. Sizes
+// around its MR x NR panels (partial last panels are copied), A plain or transposed, B and C with
+// padded rows (the padding must stay untouched), beta 0 (C holds NaN) and 1.
+TEST_CASE("sgemm_small matches sgemm_reference on tile-sized products") {
+    uint32_t seed = 100;
+    for (int64_t M : {1, 5, 6, 13, 16, 64})
+        for (int64_t N : {1, 15, 16, 17, 33, 64})
+            for (int64_t K : {0, 1, 7, 32, 64})
+                for (bool trans_a : {false, true})
+                    for (float beta : {0.0f, 1.0f}) {
+                        const int64_t ldb = N + 3, ldc = N + 5;
+                        std::vector<float> A(std::max<int64_t>(1, M * K)), B(std::max<int64_t>(1, K * ldb)), C(M * ldc);
+                        fill(A, seed++);
+                        fill(B, seed++);
+                        fill(C, seed++);
+                        if (beta == 0)
+                            for (int64_t i = 0; i < M; ++i)
+                                for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = std::numeric_limits<float>::quiet_NaN();
+                        const int64_t rs_a = trans_a ? 1 : K, cs_a = trans_a ? M : 1;
+                        std::vector<float> expected = C, got = C;
+                        mg::cpu::sgemm_reference(M, N, K, 0.5f, A.data(), rs_a, cs_a, B.data(), ldb, 1, beta,
+                                                 expected.data(), ldc, 1);
+                        mg::cpu::sgemm_small(M, N, K, 0.5f, A.data(), rs_a, cs_a, B.data(), ldb, beta, got.data(),
+                                             ldc);
+                        for (int64_t i = 0; i < M; ++i)
+                            for (int64_t j = 0; j < ldc; ++j) {
+                                const float e = expected[i * ldc + j], g = got[i * ldc + j];
+                                if (j >= N) REQUIRE(std::memcmp(&e, &g, sizeof e) == 0);  // padding untouched
+                                else REQUIRE(std::abs(g - e) <= 1e-5f * (K + 1));
+                            }
+                    }
+}

@@ -511,6 +511,38 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t
     }
 }
 
+// Small products straight on the micro-kernel, for kernels that multiply many small tiles
+// (attention): no packing, no threads. A is read through its strides and B in place (rows of
+// contiguous floats), so a 64 x 64 x 32 product costs only its multiply-adds. The micro-kernel
+// reads whole MR-row and NR-column panels: a partial last panel of A or B is first copied,
+// zero-padded, into a small buffer.
+void sgemm_small(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
+                 int64_t cs_a, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc, int64_t(1));
+    const int64_t m_full = M / MR * MR;
+    float* a_edge = t_a_buffer.get(MR * K);
+    float* b_edge = t_b_buffer.get(K * NR);
+    if (m_full < M) pack_a(M - m_full, K, A + m_full * rs_a, rs_a, cs_a, a_edge);
+    for (int64_t jr = 0; jr < N; jr += NR) {
+        const int64_t nr = std::min<int64_t>(NR, N - jr);
+        const float* b = B + jr;
+        int64_t b_rs = ldb;
+        if (nr < NR) {
+            for (int64_t k = 0; k < K; ++k)
+                for (int j = 0; j < NR; ++j) b_edge[k * NR + j] = j < nr ? B[k * ldb + jr + j] : 0.0f;
+            b = b_edge;
+            b_rs = NR;
+        }
+        for (int64_t ir = 0; ir < m_full; ir += MR)
+            micro_kernel(K, A + ir * rs_a, rs_a, cs_a, b, b_rs, alpha, beta, C + ir * ldc + jr, ldc, 1,
+                         MR, nr, nullptr, false);
+        if (m_full < M)
+            micro_kernel(K, a_edge, 1, MR, b, b_rs, alpha, beta, C + m_full * ldc + jr, ldc, 1,
+                         M - m_full, nr, nullptr, false);
+    }
+}
+
 void sgemm_reference(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t rs_a,
                      int64_t cs_a, const float* B, int64_t rs_b, int64_t cs_b, float beta, float* C,
                      int64_t rs_c, int64_t cs_c) {

@@ -41,6 +41,14 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha,
            const float* B, int64_t rs_b, int64_t cs_b,
            float beta, float* C, int64_t rs_c, int64_t cs_c, const Epilogue& epilogue = {});
 
+// Small products on one thread with no packing, for many small tiles (the attention kernels):
+// B(k,j) = B[k*ldb + j] and C(i,j) = C[i*ldc + j] (contiguous rows), A through its strides.
+// Same contract as sgemm otherwise; runs on the calling thread only.
+void sgemm_small(int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t rs_a, int64_t cs_a,
+                 const float* B, int64_t ldb,
+                 float beta, float* C, int64_t ldc);
+
 // The plain triple loop: slow, obviously right, the oracle for sgemm.
 void sgemm_reference(int64_t M, int64_t N, int64_t K, float alpha,
                      const float* A, int64_t rs_a, int64_t cs_a,
