@@ -3,6 +3,9 @@
 // comments (exp(1) = 2.718281828, exp(2) = 7.389056099, exp(3) = 20.08553692).
 #include <omp.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "engine/cpu/fast_math.h"
 #include "tests/helpers.h"
 
@@ -35,6 +38,30 @@ TEST_CASE("softmax along dim 0 and a middle dim matches the last-dim softmax of 
         // Each line sums to 1.
         CHECK(mg::test::allclose(sum(softmax(x, dim), dim), Tensor::ones(sum(x, dim).shape(), DType::Float64)));
     }
+}
+
+TEST_CASE("softmax: short contiguous rows (8 at a time) give the same bits as the one-row-at-a-time path") {
+    // Rows of up to 32 values along the last dim take softmax_short_rows; the same values laid out
+    // along dim 0 (inner > 1) take softmax_line. Row counts that are not multiples of 8 mix both
+    // within one call; some rows hold -inf, a huge value, or NaN.
+    Generator gen(31);
+    for (DType dtype : {DType::Float32, DType::Float64})
+        for (int64_t R : {1, 2, 5, 8, 32})
+            for (int64_t rows : {3, 8, 77, 300}) {
+                CAPTURE(R);
+                CAPTURE(rows);
+                Tensor x = randn({rows, R}, gen, dtype) * 4.0;
+                x.slice(0, 1, 2).slice(1, 0, 1).fill_(-INFINITY);
+                if (rows > 10) x.slice(0, 9, 10).slice(1, 0, 1).fill_(1e30);
+                if (rows > 20) x.slice(0, 20, 21).slice(1, R - 1, R).fill_(NAN);
+                Tensor xt = x.t().contiguous();  // (R, rows): softmax over dim 0 walks the same rows
+                for (bool log_out : {false, true}) {
+                    Tensor fast = log_out ? log_softmax(x, 1) : softmax(x, 1);
+                    Tensor line = (log_out ? log_softmax(xt, 0) : softmax(xt, 0)).t().contiguous();
+                    CHECK(std::memcmp(fast.raw_data_ptr(), line.raw_data_ptr(), fast.numel() * dtype_size(dtype)) ==
+                          0);
+                }
+            }
 }
 
 TEST_CASE("softmax of a non-contiguous view and of a 0-d tensor") {
